@@ -1,0 +1,53 @@
+# Two commands do everything on a fresh machine:
+#   make notebooks   set up .venv, run every notebook headless (papermill), regenerate figures/ and results/
+#   make test        set up .venv, run ruff, pytest on tests/ and nbval on notebooks/
+# Options: SCALE=small|full  SEED=0  DEVICE=auto|cpu|cuda  NB=03 (only notebooks whose name starts with it)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch; a looser spec lets pip pick a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+SCALE ?= small
+SEED ?= 0
+DEVICE ?= auto
+NB ?=
+NOTEBOOKS := $(sort $(wildcard notebooks/$(NB)*.ipynb))
+KERNEL := workbench
+
+export HF_HUB_OFFLINE := 1
+export MPLBACKEND := Agg
+export PYTHONHASHSEED := 0
+
+.PHONY: setup notebooks test lint bench clean-executed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH_SPEC) -e .
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (workbench)" > /dev/null
+	@touch $@
+
+setup: $(VENV)/.installed
+
+notebooks: setup
+	@if [ -n "$(NB)" ] && [ -z "$(NOTEBOOKS)" ]; then echo "no notebook matches NB=$(NB)"; exit 1; fi
+	@mkdir -p build/executed
+	@for nb in $(NOTEBOOKS); do \
+	  echo "== $$nb (SCALE=$(SCALE) SEED=$(SEED) DEVICE=$(DEVICE))"; \
+	  $(PY) -m papermill "$$nb" "build/executed/$$(basename $$nb)" -k $(KERNEL) --cwd notebooks \
+	    -p SCALE $(SCALE) -p SEED $(SEED) -p DEVICE $(DEVICE) || exit 1; \
+	done
+	$(PY) -m helpers.results README.md
+
+lint: setup
+	$(VENV)/bin/ruff check helpers tests benchmarks notebooks
+
+test: lint
+	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
+	  --sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 1800 -p no:cacheprovider
+
+bench: setup
+	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) "$$script" || exit 1; done
+
+clean-executed:
+	rm -rf build/executed

@@ -1,0 +1,169 @@
+"""Train-or-load: trained models and generated datasets cached on disk, safely.
+
+A cache entry is one file: a magic tag, the SHA-256 of the payload, then the payload (``torch.save``
+bytes, so tensors, arrays, state dicts and plain containers all fit). Writes go to a temporary file in
+the same folder, are flushed to disk and renamed over the target, so an interruption leaves either the
+old entry or the new one, never half of one. A file whose checksum does not match (truncated, corrupted)
+is reported, deleted and rebuilt, never loaded.
+
+The entry's name is a hash of the key (config, seed, …) and of the source code it depends on (by default
+the whole ``helpers`` package), so a change of code never serves a stale result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+
+from helpers.paths import cache_dir, write_atomic
+
+MAGIC = b"WBCACHE1"
+_DIGEST_SIZE = hashlib.sha256().digest_size
+
+
+class CorruptCacheError(RuntimeError):
+    """A cache file exists but fails its checksum or cannot be decoded."""
+
+
+def code_version(modules: Iterable[ModuleType] | None = None) -> str:
+    """SHA-256 (hex, 16 chars) of the source files of ``modules``; default: every file of ``helpers``."""
+    if modules is None:
+        package = Path(__file__).resolve().parent
+        files = sorted(package.rglob("*.py"))
+    else:
+        files = sorted(Path(m.__file__).resolve() for m in modules)
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def cache_key(key: str | Mapping[str, Any], modules: Iterable[ModuleType] | None = None) -> str:
+    """File stem for ``key``: a readable name plus a hash of the key and the code version.
+
+    Args:
+        key: a name, or a mapping of everything the result depends on (its ``"name"`` entry, when present,
+            starts the file name).
+        modules: modules whose source the result depends on (default: the whole ``helpers`` package).
+    """
+    name = key if isinstance(key, str) else str(key.get("name", "entry"))
+    text = json.dumps(key, sort_keys=True, default=_to_json)
+    digest = hashlib.sha256(f"{text}|{code_version(modules)}".encode()).hexdigest()[:20]
+    slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)[:60]
+    return f"{slug}-{digest}"
+
+
+def save(obj: Any, path: Path) -> None:
+    """Write ``obj`` to ``path`` atomically, with a checksum."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    payload = buffer.getvalue()
+    write_atomic(path, MAGIC + hashlib.sha256(payload).digest() + payload)
+
+
+def load(path: Path) -> Any:
+    """Read an entry written by :func:`save`; raise :class:`CorruptCacheError` if it fails its checksum."""
+    raw = Path(path).read_bytes()
+    header = len(MAGIC) + _DIGEST_SIZE
+    if len(raw) < header or not raw.startswith(MAGIC):
+        raise CorruptCacheError(f"{path}: not a cache file or truncated header")
+    payload = raw[header:]
+    if hashlib.sha256(payload).digest() != raw[len(MAGIC):header]:
+        raise CorruptCacheError(f"{path}: checksum mismatch (truncated or corrupted)")
+    # Our own files, verified above: full unpickling is safe and needed for numpy arrays and dicts.
+    return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
+
+
+class Checkpoint:
+    """Resumable state of a long training, stored beside its cache entry.
+
+    The training loop calls :meth:`save` every so often with everything it needs to continue (model and
+    optimiser state, step, generator state) and :meth:`load` at its start.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def load(self) -> Any | None:
+        """The last saved state, or ``None`` when there is none or it is corrupt (then it is removed)."""
+        return _load_or_discard(self.path)
+
+    def save(self, state: Any) -> None:
+        save(state, self.path)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def load_or_train(
+    key: str | Mapping[str, Any],
+    train_fn: Callable[..., Any],
+    *,
+    resumable: bool = False,
+    modules: Iterable[ModuleType] | None = None,
+    directory: Path | None = None,
+) -> Any:
+    """Return the cached result for ``key``, or compute it with ``train_fn`` and cache it.
+
+    Args:
+        key: what the result depends on (see :func:`cache_key`); include the config and the seed.
+        train_fn: builds the result; called as ``train_fn()``, or ``train_fn(checkpoint)`` with a
+            :class:`Checkpoint` when ``resumable`` (an interrupted run then resumes where it stopped).
+        resumable: pass a checkpoint to ``train_fn``.
+        modules: the code the result depends on (default: the whole ``helpers`` package).
+        directory: cache folder (default ``cache/``).
+    """
+    folder = Path(directory) if directory is not None else cache_dir()
+    stem = cache_key(key, modules)
+    path = folder / f"{stem}.pt"
+    cached = _load_or_discard(path)
+    if cached is not None:
+        print(f"cache: loaded {path.name}")
+        return cached
+    print(f"cache: building {path.name}")
+    if resumable:
+        checkpoint = Checkpoint(folder / f"{stem}.ckpt")
+        result = train_fn(checkpoint)
+    else:
+        result = train_fn()
+    if result is None:
+        raise ValueError("train_fn returned None: nothing to cache")
+    save(result, path)
+    if resumable:
+        checkpoint.clear()
+    return result
+
+
+def _load_or_discard(path: Path) -> Any | None:
+    if not path.exists():
+        return None
+    try:
+        return load(path)
+    except (CorruptCacheError, EOFError, RuntimeError, OSError) as error:
+        warnings.warn(f"discarding unreadable cache file: {error}", stacklevel=3)
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _to_json(value: Any) -> Any:
+    if hasattr(value, "as_dict"):
+        return value.as_dict()
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, (Path, torch.device)):
+        return str(value)
+    raise TypeError(f"cache key holds a value that cannot be hashed reproducibly: {value!r}")

@@ -1,0 +1,161 @@
+"""Scale presets and parameter validation for the notebooks.
+
+Every notebook has one ``parameters`` cell of typed literals (``SCALE``, ``SEED``, ``DEVICE`` and its own).
+The next cell calls :func:`resolve`, which checks each value and merges the scale's preset into a frozen
+:class:`Config`. A bad value stops the notebook with a one-line error naming the parameter and the valid
+choices, instead of a wrong result later.
+
+A parameter whose name matches a preset entry (``TRAIN_STEPS`` for ``train_steps``) overrides the preset;
+``None`` keeps the preset's value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from helpers.runtime import select_device
+
+SCALES = ("small", "full")
+
+
+@dataclass(frozen=True)
+class Param:
+    """The rule a notebook parameter must follow.
+
+    Attributes:
+        kind: ``int``, ``float``, ``str`` or ``bool``.
+        choices: allowed values, if the parameter is a choice.
+        minimum: smallest allowed value for numbers.
+        maximum: largest allowed value for numbers.
+        existing_path: a non-empty string must name an existing file or directory.
+        optional: ``None`` is allowed (for preset overrides, ``None`` keeps the preset).
+    """
+
+    kind: type
+    choices: tuple | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    existing_path: bool = False
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class NotebookSpec:
+    """A notebook's own parameters and the preset of each scale.
+
+    Attributes:
+        params: upper-case parameter name → rule, besides the common SCALE, SEED and DEVICE.
+        presets: scale name → derived values (lower-case names), e.g. image size and step counts.
+    """
+
+    params: Mapping[str, Param] = field(default_factory=dict)
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+COMMON_PARAMS: Mapping[str, Param] = {
+    "SCALE": Param(str, choices=SCALES),
+    "SEED": Param(int, minimum=0),
+    "DEVICE": Param(str),
+}
+
+# One entry per notebook stem; each paper's notebook adds its own.
+NOTEBOOKS: dict[str, NotebookSpec] = {}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated configuration of one notebook run.
+
+    Attributes:
+        notebook: notebook stem, e.g. ``"03_omes_transfer"``.
+        scale: ``"small"`` (CPU minutes) or ``"full"`` (GPU).
+        seed: the run's seed.
+        device: ``"cpu"``, ``"cuda"``, … as resolved from ``DEVICE``.
+        values: every other parameter and preset value, by lower-case name (also readable as attributes).
+    """
+
+    notebook: str
+    scale: str
+    seed: int
+    device: str
+    values: Mapping[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        values = object.__getattribute__(self, "values")
+        if name in values:
+            return values[name]
+        raise AttributeError(f"config of {self.notebook!r} has no value {name!r}; it has: {', '.join(values)}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """A plain dict (for cache keys and the results file)."""
+        return {"notebook": self.notebook, "scale": self.scale, "seed": self.seed, "device": self.device,
+                **dict(self.values)}
+
+
+def resolve(notebook: str, spec: NotebookSpec | None = None, **parameters: Any) -> Config:
+    """Validate a notebook's parameters and merge the scale preset.
+
+    Args:
+        notebook: the notebook stem; its spec is looked up in :data:`NOTEBOOKS` unless ``spec`` is given.
+        spec: the notebook's spec (tests pass one directly).
+        **parameters: the parameters cell's values by their upper-case names; SCALE, SEED and DEVICE
+            are required.
+
+    Returns:
+        A frozen :class:`Config`.
+
+    Raises:
+        ValueError: unknown notebook or parameter, missing parameter, wrong type, value out of range,
+            unknown choice, or a path that does not exist.
+    """
+    if spec is None:
+        if notebook not in NOTEBOOKS:
+            raise ValueError(f"unknown notebook {notebook!r}; known: {', '.join(sorted(NOTEBOOKS)) or 'none'}")
+        spec = NOTEBOOKS[notebook]
+    rules = {**COMMON_PARAMS, **spec.params}
+    unknown = sorted(set(parameters) - set(rules))
+    if unknown:
+        raise ValueError(f"unknown parameter {unknown[0]}; valid parameters: {', '.join(rules)}")
+    missing = [name for name in COMMON_PARAMS if name not in parameters]
+    if missing:
+        raise ValueError(f"parameter {missing[0]} is required")
+    for name, value in parameters.items():
+        check_value(name, value, rules[name])
+
+    scale = parameters["SCALE"]
+    if scale not in spec.presets and spec.presets:
+        raise ValueError(f"SCALE={scale!r} has no preset for {notebook}; valid: {', '.join(spec.presets)}")
+    values = dict(spec.presets.get(scale, {}))
+    for name, value in parameters.items():
+        if name in COMMON_PARAMS or (value is None and name.lower() in values):
+            continue
+        values[name.lower()] = value
+    device = str(select_device(parameters["DEVICE"]))
+    return Config(notebook=notebook, scale=scale, seed=parameters["SEED"], device=device,
+                  values=MappingProxyType(values))
+
+
+def check_value(name: str, value: Any, rule: Param) -> None:
+    """Raise a one-line ValueError when ``value`` breaks ``rule``; ``name`` is the parameter's name."""
+    if value is None:
+        if rule.optional:
+            return
+        raise ValueError(f"{name} must be a {rule.kind.__name__}, got None")
+    # bool is a subclass of int: a True passed for a size is a mistake, not 1.
+    type_ok = isinstance(value, rule.kind) and not (rule.kind is not bool and isinstance(value, bool))
+    if rule.kind is float and isinstance(value, int) and not isinstance(value, bool):
+        type_ok = True
+    if not type_ok:
+        raise ValueError(f"{name} must be a {rule.kind.__name__}, got {value!r} ({type(value).__name__})")
+    if rule.choices is not None and value not in rule.choices:
+        raise ValueError(f"{name}={value!r} is not valid; choose one of {', '.join(map(repr, rule.choices))}")
+    if rule.minimum is not None and value < rule.minimum:
+        raise ValueError(f"{name} must be >= {rule.minimum}, got {value!r}")
+    if rule.maximum is not None and value > rule.maximum:
+        raise ValueError(f"{name} must be <= {rule.maximum}, got {value!r}")
+    if rule.existing_path and value and not Path(value).exists():
+        raise ValueError(f"{name}={value!r}: no such file or directory")

@@ -1,0 +1,57 @@
+"""Where the workbench reads and writes: figures, results, cache, data, executed notebooks.
+
+The root is the repository that holds the ``helpers`` package (installed editable). Set
+``WORKBENCH_ROOT`` to write elsewhere, e.g. from a read-only checkout.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def project_root() -> Path:
+    """The repository root: ``$WORKBENCH_ROOT`` when set, else the parent of ``helpers/``."""
+    override = os.environ.get("WORKBENCH_ROOT")
+    return Path(override).resolve() if override else Path(__file__).resolve().parent.parent
+
+
+def figures_dir(notebook: str) -> Path:
+    """``figures/<notebook>/``."""
+    return project_root() / "figures" / notebook
+
+
+def results_dir() -> Path:
+    """``results/``: one JSON file per notebook."""
+    return project_root() / "results"
+
+
+def cache_dir() -> Path:
+    """``cache/`` (git-ignored): trained models and generated datasets; ``$WORKBENCH_CACHE`` overrides."""
+    override = os.environ.get("WORKBENCH_CACHE")
+    return Path(override).resolve() if override else project_root() / "cache"
+
+
+def data_dir() -> Path:
+    """``data/`` (git-ignored): real datasets and weights a user downloads for the full scale."""
+    return project_root() / "data"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a flushed temporary file renamed over it.
+
+    An interruption leaves the old file or the new one, never a partial file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    try:
+        with handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,172 @@
+"""What each notebook measured: metrics and the claims table, written to ``results/<notebook>.json``.
+
+One JSON object per notebook::
+
+    {"notebook", "scale", "seed", "device", "versions": {python, torch, diffusers, numpy, scikit-learn},
+     "git_sha", "runtime_s", "metrics": {name: number}, "claims": [{id, claim, paper, measured, holds}]}
+
+``python -m helpers.results README.md`` rewrites the README's summary table from these files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from helpers.config import Config
+from helpers.paths import project_root, results_dir, write_atomic
+
+VERSIONED_PACKAGES = ("torch", "diffusers", "numpy", "scikit-learn")
+README_START = "<!-- results:start -->"
+README_END = "<!-- results:end -->"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One row of a claims table: the paper's statement and what this run measured."""
+
+    id: str
+    claim: str
+    paper: str
+    measured: str
+    holds: bool
+
+
+class RunRecord:
+    """Collects a notebook's metrics and claims; :meth:`write` saves them with the run's context.
+
+    Create it right after the config (the clock for ``runtime_s`` starts then).
+    """
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.metrics: dict[str, float] = {}
+        self.claims: list[Claim] = []
+        self._start = time.perf_counter()
+
+    def metric(self, name: str, value: float) -> float:
+        """Record a named number (finite; recorded once) and return it as a float."""
+        if name in self.metrics:
+            raise ValueError(f"metric {name!r} is already recorded")
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"metric {name!r} is not finite: {value!r}")
+        self.metrics[name] = number
+        return number
+
+    def claim(self, id: str, claim: str, paper: str, measured: str, holds: bool) -> Claim:
+        """Record a claim: ``holds`` must be computed from this run's numbers."""
+        if any(existing.id == id for existing in self.claims):
+            raise ValueError(f"claim {id!r} is already recorded")
+        if not isinstance(holds, (bool, np.bool_)):
+            raise ValueError(f"claim {id!r}: holds must be a bool, got {holds!r}")
+        row = Claim(id=id, claim=claim, paper=paper, measured=str(measured), holds=bool(holds))
+        self.claims.append(row)
+        return row
+
+    def table(self):
+        """The claims as a pandas DataFrame, for display in the notebook."""
+        import pandas as pd
+
+        return pd.DataFrame([vars(c) for c in self.claims], columns=["id", "claim", "paper", "measured", "holds"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "notebook": self.config.notebook,
+            "scale": self.config.scale,
+            "seed": self.config.seed,
+            "device": describe_device(self.config.device),
+            "versions": versions(),
+            "git_sha": git_sha(),
+            "runtime_s": round(time.perf_counter() - self._start, 1),
+            "metrics": dict(self.metrics),
+            "claims": [vars(c) for c in self.claims],
+        }
+
+    def write(self, directory: Path | None = None) -> Path:
+        """Write ``<directory>/<notebook>.json`` (default ``results/``) atomically; return the path."""
+        path = (Path(directory) if directory is not None else results_dir()) / f"{self.config.notebook}.json"
+        write_atomic(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
+        return path
+
+
+def versions() -> dict[str, str]:
+    """Python and the key library versions."""
+    found = {"python": platform.python_version()}
+    for package in VERSIONED_PACKAGES:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def describe_device(device: str) -> str:
+    """``"cpu (2 threads)"`` or ``"cuda (NVIDIA H100 …)"``."""
+    if device.startswith("cuda"):
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return f"{device} ({torch.get_num_threads()} threads)"
+
+
+def git_sha() -> str:
+    """HEAD's SHA, with ``-dirty`` when helpers/ or notebooks/ differ from it; ``"unknown"`` outside git."""
+    root = project_root()
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        status = subprocess.run(["git", "status", "--porcelain", "--", "helpers", "notebooks"], cwd=root,
+                                capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
+
+
+def summary_markdown(directory: Path | None = None) -> str:
+    """A markdown table of every recorded claim in ``directory`` (default ``results/``)."""
+    folder = Path(directory) if directory is not None else results_dir()
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        return "_No notebook has recorded results yet: run `make notebooks`._"
+    lines = ["| notebook | claim | paper | measured | holds |", "|---|---|---|---|---|"]
+    context = []
+    for path in files:
+        record = json.loads(path.read_text())
+        held = sum(c["holds"] for c in record["claims"])
+        context.append(f"- `{record['notebook']}`: {held}/{len(record['claims'])} claims hold at scale "
+                       f"`{record['scale']}`, seed {record['seed']}, {record['device']}, "
+                       f"{record['runtime_s']:.0f} s, commit `{record['git_sha'][:12]}`")
+        for c in record["claims"]:
+            cells = [record["notebook"], c["claim"], c["paper"], c["measured"], "yes" if c["holds"] else "**no**"]
+            lines.append("| " + " | ".join(str(x).replace("|", "\\|") for x in cells) + " |")
+    return "\n".join(context + [""] + lines)
+
+
+def update_readme(readme: Path, directory: Path | None = None) -> bool:
+    """Replace the text between the README's results markers by :func:`summary_markdown`; True if changed."""
+    text = Path(readme).read_text()
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{readme} lacks the markers {README_START} and {README_END}")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    new = f"{head}{README_START}\n{summary_markdown(directory)}\n{README_END}{tail}"
+    if new == text:
+        return False
+    write_atomic(Path(readme), new.encode())
+    return True
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m helpers.results README.md")
+    changed = update_readme(Path(sys.argv[1]))
+    print(f"{sys.argv[1]}: results table {'updated' if changed else 'unchanged'}")

@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+import torch
+
+from helpers import cache
+
+
+def test_round_trip_and_second_call_does_not_train(tmp_path):
+    calls = []
+
+    def build():
+        calls.append(1)
+        return {"weights": torch.arange(6.0).reshape(2, 3), "table": np.eye(2), "name": "x"}
+
+    key = {"name": "model", "seed": 0, "steps": np.int64(10)}
+    first = cache.load_or_train(key, build, directory=tmp_path)
+    second = cache.load_or_train(key, build, directory=tmp_path)
+    assert len(calls) == 1
+    assert torch.equal(first["weights"], second["weights"]) and np.array_equal(second["table"], np.eye(2))
+    assert len(list(tmp_path.glob("*.pt"))) == 1 and not list(tmp_path.glob("*.tmp"))
+
+
+def test_key_changes_with_config_seed_and_code():
+    base = cache.cache_key({"name": "m", "seed": 0})
+    assert base.startswith("m-")
+    assert cache.cache_key({"name": "m", "seed": 1}) != base
+    assert cache.cache_key({"seed": 0, "name": "m"}) == base
+    assert cache.cache_key({"name": "m", "seed": 0}, modules=[cache]) != base
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
+def test_corrupted_file_is_rebuilt_not_loaded(tmp_path, damage):
+    cache.load_or_train("entry", lambda: torch.ones(100), directory=tmp_path)
+    (path,) = tmp_path.glob("*.pt")
+    raw = bytearray(path.read_bytes())
+    if damage == "truncate":
+        path.write_bytes(raw[: len(raw) // 2])
+    elif damage == "flip":
+        raw[-5] ^= 0xFF
+        path.write_bytes(bytes(raw))
+    else:
+        path.write_bytes(b"not a cache file")
+    with pytest.warns(UserWarning, match="discarding unreadable cache file"):
+        rebuilt = cache.load_or_train("entry", lambda: torch.zeros(100), directory=tmp_path)
+    assert torch.equal(rebuilt, torch.zeros(100))
+    assert torch.equal(cache.load(path), torch.zeros(100))
+
+
+def test_interrupted_training_resumes_from_checkpoint(tmp_path):
+    steps_run = []
+
+    def train(checkpoint, stop_at=None):
+        state = checkpoint.load() or {"step": 0, "total": 0}
+        for step in range(state["step"], 10):
+            if step == stop_at:
+                raise KeyboardInterrupt
+            steps_run.append(step)
+            state = {"step": step + 1, "total": state["total"] + step}
+            checkpoint.save(state)
+        return state["total"]
+
+    with pytest.raises(KeyboardInterrupt):
+        cache.load_or_train("run", lambda ckpt: train(ckpt, stop_at=6), resumable=True, directory=tmp_path)
+    assert not list(tmp_path.glob("*.pt")) and len(list(tmp_path.glob("*.ckpt"))) == 1
+    total = cache.load_or_train("run", train, resumable=True, directory=tmp_path)
+    assert total == sum(range(10))
+    assert steps_run == list(range(10))
+    assert not list(tmp_path.glob("*.ckpt"))
+
+
+def test_none_result_and_unhashable_key_are_errors(tmp_path):
+    with pytest.raises(ValueError, match="returned None"):
+        cache.load_or_train("nothing", lambda: None, directory=tmp_path)
+    with pytest.raises(TypeError, match="cannot be hashed reproducibly"):
+        cache.cache_key({"fn": object()})
