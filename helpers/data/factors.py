@@ -61,7 +61,7 @@ class FactorGrid:
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` factor rows drawn uniformly over the grid: ``(n, K)`` int64."""
-        _check_count(n)
+        check_count(n)
         return np.stack([rng.integers(0, s, size=n) for s in self.sizes], axis=1).astype(np.int64)
 
     def pairs_differing_in(self, factor: int, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -71,7 +71,7 @@ class FactorGrid:
             ``(a, b)``, each ``(n, K)`` int64, with ``a[:, j] == b[:, j]`` for ``j != factor`` and
             ``a[:, factor] != b[:, factor]``.
         """
-        _check_count(n)
+        check_count(n)
         if not 0 <= factor < self.num_factors:
             raise ValueError(f"factor index must lie in [0, {self.num_factors - 1}], got {factor}")
         size = self.sizes[factor]
@@ -95,7 +95,7 @@ class FactorGrid:
             ``(a, b, changed)``: ``a`` and ``b`` ``(n, K)`` int64; ``changed`` ``(n, num_changed)`` int64,
             the indices of the changed factors (sorted per row). Factors of size 1 are never chosen.
         """
-        _check_count(n)
+        check_count(n)
         variable = np.flatnonzero(np.asarray(self.sizes) > 1)
         if not 1 <= num_changed <= len(variable):
             raise ValueError(f"num_changed must lie in [1, {len(variable)}], got {num_changed}")
@@ -110,6 +110,6 @@ class FactorGrid:
         return a, b, changed.astype(np.int64)
 
 
-def _check_count(n: int) -> None:
+def check_count(n: int) -> None:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"the number of samples must be a non-negative integer, got {n!r}")

@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+
+from helpers.data import images
+
+
+@pytest.mark.parametrize("name", images.IMAGE_NAMES)
+def test_load_photo(name):
+    photo = images.load_photo(name)
+    assert photo.ndim == 3 and photo.shape[2] == 3 and min(photo.shape[:2]) >= 100
+    assert photo.dtype == np.float32 and photo.min() >= 0 and photo.max() <= 1 and photo.max() > photo.min()
+    assert images.load_photo(name) is photo and not photo.flags.writeable
+
+
+def test_load_photo_rejects_unknown_names():
+    with pytest.raises(ValueError, match="astronaut"):
+        images.load_photo("brain")
+
+
+def test_photo_crops():
+    crops, source = images.photo_crops(400, 32, np.random.default_rng(0))
+    assert crops.shape == (400, 3, 32, 32) and crops.dtype == np.float32
+    assert crops.min() >= 0 and crops.max() <= 1
+    assert source.shape == (400,) and source.dtype == np.int64
+    assert set(source) == set(range(len(images.IMAGE_NAMES)))
+    assert len(np.unique(crops.reshape(400, -1), axis=0)) == 400
+    again, again_source = images.photo_crops(400, 32, np.random.default_rng(0))
+    np.testing.assert_array_equal(crops, again)
+    np.testing.assert_array_equal(source, again_source)
+    assert not np.array_equal(crops, images.photo_crops(400, 32, np.random.default_rng(1))[0])
+
+
+def test_photo_crops_come_from_their_source():
+    names = ("camera", "coffee")
+    crops, source = images.photo_crops(50, 16, np.random.default_rng(2), names=names)
+    assert set(source) <= {0, 1}
+    # camera is grey (equal channels), coffee is in colour.
+    grey = np.ptp(crops, axis=1).max(axis=(1, 2)) < 1e-6
+    np.testing.assert_array_equal(grey, source == 0)
+
+
+def test_photo_crops_invalid_input():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="size"):
+        images.photo_crops(3, 0, rng)
+    with pytest.raises(ValueError, match="unknown image name"):
+        images.photo_crops(3, 8, rng, names=("camera", "eagle"))
+    with pytest.raises(ValueError, match="names"):
+        images.photo_crops(3, 8, rng, names=())
+    assert images.photo_crops(0, 8, rng)[0].shape == (0, 3, 8, 8)
+
+
+def test_mnist_digits():
+    digits, labels = images.mnist_digits()
+    assert digits.shape == (5000, 28, 28) and digits.dtype == np.float32
+    assert digits.min() == 0 and digits.max() == 1
+    assert labels.dtype == np.int64
+    np.testing.assert_array_equal(np.bincount(labels), [500] * 10)
+
+
+def test_sklearn_digits():
+    digits, labels = images.sklearn_digits()
+    assert digits.shape == (1797, 8, 8) and digits.dtype == np.float32
+    assert digits.min() == 0 and digits.max() == 1
+    assert labels.shape == (1797,) and set(labels) == set(range(10))
