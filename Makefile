@@ -40,7 +40,7 @@ notebooks: setup
 	$(PY) -m helpers.results README.md
 
 lint: setup
-	$(VENV)/bin/ruff check helpers tests benchmarks notebooks
+	$(VENV)/bin/ruff check .
 
 test: lint
 	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
