@@ -6,7 +6,7 @@ assumptions in the unsupervised learning of disentangled representations", ICML 
 default settings from ``config/unsupervised_study_v1/metric_configs/*.gin``. The metrics themselves come
 from Higgins et al. (BetaVAE, ICLR 2017), Kim & Mnih (FactorVAE, ICML 2018), Chen et al. (MIG, NeurIPS
 2018), Eastwood & Williams (DCI, ICLR 2018), Kumar et al. (SAP, ICLR 2018) and Ridgeway & Mozer
-(Modularity, NeurIPS 2018). Our notes: ``/work/shared/reference/algorithms.md`` section 6.
+(Modularity, NeurIPS 2018). Our reading notes: ``papers/03_omes_transfer.md``.
 
 Conventions: codes are ``(n, D)`` and factors ``(n, K)`` integer class indices (disentanglement_lib
 stores the transposes). BetaVAE and FactorVAE need interventions and take ``(grid, represent, rng)``
