@@ -159,3 +159,29 @@ def check_value(name: str, value: Any, rule: Param) -> None:
         raise ValueError(f"{name} must be <= {rule.maximum}, got {value!r}")
     if rule.existing_path and value and not Path(value).exists():
         raise ValueError(f"{name}={value!r}: no such file or directory")
+
+
+NOTEBOOKS["03_omes_transfer"] = NotebookSpec(
+    params={
+        "DSPRITES_NPZ": Param(str, existing_path=True),
+        "SOURCE_STEPS": Param(int, minimum=1, optional=True),
+        "FINETUNE_STEPS": Param(int, minimum=1, optional=True),
+    },
+    presets={
+        # CPU minutes: 32 px, thinner encoder, coarser factor grid, short schedules at a higher learning rate.
+        "small": {
+            "image_size": 32, "widths": (16, 32, 64), "keep": {"orientation": 10, "pos_x": 8, "pos_y": 8},
+            "source_steps": 800, "finetune_steps": 300, "lr": 3e-3, "batch_size": 64, "beta": 1.0,
+            "omes_pairs": 1000, "peer_points": 300, "peer_batch": 16, "dci_points": 300,
+            "classifier_points": 3000, "transfer_peers": ("BetaVAE", "FactorVAE", "MIG", "SAP", "Modularity"),
+        },
+        # The paper's settings where feasible: 64 px, the official encoder, the full grid, Adam 1e-4.
+        "full": {
+            "image_size": 64, "widths": (32, 64, 128), "keep": {},
+            "source_steps": 300_000, "finetune_steps": 50_000, "lr": 1e-4, "batch_size": 64, "beta": 1.0,
+            "omes_pairs": 20_000, "peer_points": 10_000, "peer_batch": 64, "dci_points": 10_000,
+            "classifier_points": 15_000,
+            "transfer_peers": ("BetaVAE", "FactorVAE", "MIG", "DCI", "SAP", "Modularity"),
+        },
+    },
+)

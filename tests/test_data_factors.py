@@ -54,3 +54,15 @@ def test_validation_errors():
         GRID.sample(-1, np.random.default_rng(0))
     with pytest.raises(ValueError, match="unknown factor 'colour'"):
         GRID.index("colour")
+
+
+def test_coarsen_keeps_evenly_spaced_values():
+    from helpers.data.factors import coarsen
+
+    coarse, strides = coarsen(GRID, {"pos": 8, "scale": 3})
+    assert coarse.sizes == (3, 3, 1, 8) and strides.tolist() == [1, 2, 1, 4]
+    full = coarse.sample(500, np.random.default_rng(0)) * strides
+    GRID.validate(full)
+    assert set(np.unique(full[:, 3])) == set(range(0, 32, 4))
+    with pytest.raises(ValueError, match="keep a divisor of it, not 5"):
+        coarsen(GRID, {"pos": 5})

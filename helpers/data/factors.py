@@ -113,3 +113,22 @@ class FactorGrid:
 def check_count(n: int) -> None:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"the number of samples must be a non-negative integer, got {n!r}")
+
+
+def coarsen(grid: FactorGrid, counts: dict[str, int]) -> tuple[FactorGrid, np.ndarray]:
+    """Keep ``counts[name]`` evenly spaced values of the named factors (every s/c-th value).
+
+    A cheaper grid for the small scale: a coarse row ``f`` is the full-grid row ``f * strides``.
+
+    Returns:
+        ``(coarse grid, strides (K,) int64)``.
+    """
+    strides = np.ones(grid.num_factors, dtype=np.int64)
+    sizes = list(grid.sizes)
+    for name, count in counts.items():
+        k = grid.index(name)
+        if not 1 <= count <= grid.sizes[k] or grid.sizes[k] % count:
+            raise ValueError(f"factor {name!r} has {grid.sizes[k]} values: keep a divisor of it, not {count}")
+        strides[k] = grid.sizes[k] // count
+        sizes[k] = count
+    return FactorGrid(grid.names, tuple(sizes)), strides

@@ -1,0 +1,410 @@
+"""Transfer of disentangled representations from synthetic to realistic images (notebook 03, OMES paper).
+
+Pieces: the source and target datasets as factor grids with a renderer; codes with a known structure for
+checking metrics; training a VAE (β-VAE, group VAE with label or adaptive aggregation) on a dataset and
+fine-tuning a copy on a target; and the evaluation the paper reports: OMES, the peer metrics and factor
+classification from the representation, on all dimensions or only on those OMES associates to a factor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.neural_network import MLPClassifier
+
+from helpers import metrics
+from helpers.cache import load_or_train
+from helpers.data import dsprites, realistic, shapes3d
+from helpers.data.factors import FactorGrid, coarsen
+from helpers.data.loaders import load_dsprites_npz
+from helpers.metrics._common import Represent, sklearn_seed
+from helpers.models.vae import VAE, VAEConfig, beta_vae_loss, group_vae_loss
+from helpers.training import fit
+
+DATASET_NAMES = ("dsprites", "color_dsprites", "noisy_dsprites", "shapes3d", "realistic")
+KNOWN_ANSWERS = ("oracle", "rotated", "duplicated", "mixed", "noise")
+METHODS = ("beta_vae", "gvae_label", "ada_gvae")
+CLASSIFIERS = ("gbt", "mlp")
+
+
+@dataclass(frozen=True)
+class FactorDataset:
+    """A dataset defined by its factor grid and a renderer.
+
+    Attributes:
+        name: one of :data:`DATASET_NAMES`.
+        grid: the known factors.
+        render: ``(factors (n, K), rng) -> images (n, 3, S, S)`` float32 in [0, 1]; ``rng`` draws the
+            nuisance of datasets that have some (noise, photographic textures and backgrounds).
+        image_size: S.
+        family: ``"dsprites"`` for dSprites and the sets that reuse its factors, ``"shapes3d"`` otherwise.
+    """
+
+    name: str
+    grid: FactorGrid
+    render: Callable[[np.ndarray, np.random.Generator], np.ndarray]
+    image_size: int
+    family: str
+
+    def shared_factors(self, other: FactorDataset) -> list[int]:
+        """Indices of this dataset's factors that ``other`` has too (same family and name)."""
+        if self.family != other.family:
+            return []
+        return [k for k, name in enumerate(self.grid.names) if name in other.grid.names]
+
+
+def make_dataset(name: str, image_size: int, keep: dict[str, int] | None = None,
+                 dsprites_npz: str = "") -> FactorDataset:
+    """The procedural dataset ``name`` at ``image_size`` px (or real dSprites images from ``dsprites_npz``).
+
+    Args:
+        name: one of :data:`DATASET_NAMES`.
+        image_size: side of the images.
+        keep: factor name → number of evenly spaced values to keep (see
+            :func:`helpers.data.factors.coarsen`); names a dataset lacks are ignored.
+        dsprites_npz: path of the real dSprites archive, used for ``"dsprites"`` when given.
+
+    Grey images are repeated over 3 channels so one encoder reads every dataset.
+    """
+    renderers = {
+        "dsprites": (dsprites.GRID, lambda f, rng: dsprites.to_rgb(dsprites.render(f, image_size))),
+        "color_dsprites": (dsprites.COLOR_GRID, lambda f, rng: dsprites.render_color(f, image_size)),
+        "noisy_dsprites": (dsprites.GRID, lambda f, rng: dsprites.render_noisy(f, rng, image_size)),
+        "shapes3d": (shapes3d.GRID, lambda f, rng: shapes3d.render(f, image_size)),
+        "realistic": (realistic.GRID, lambda f, rng: realistic.render(f, rng, image_size)),
+    }
+    if name not in renderers:
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASET_NAMES)}")
+    full_grid, render_full = renderers[name]
+    if name == "dsprites" and dsprites_npz:
+        render_full = _real_dsprites_renderer(dsprites_npz, image_size)
+    grid, strides = coarsen(full_grid, {k: v for k, v in (keep or {}).items() if k in full_grid.names})
+
+    def render(factors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return render_full(grid.validate(factors) * strides, rng)
+
+    family = "shapes3d" if name == "shapes3d" else "dsprites"
+    return FactorDataset(name=name, grid=grid, render=render, image_size=image_size, family=family)
+
+
+def _real_dsprites_renderer(path: str, image_size: int):
+    """Look-up of the real dSprites images by factor row (the archive holds the whole grid)."""
+    if image_size != 64:
+        raise ValueError(f"the real dSprites images are 64 px; set the image size to 64, not {image_size}")
+    images, factors = load_dsprites_npz(path)
+    if len(images) != dsprites.GRID.num_combinations:
+        raise ValueError(f"{path}: expected the full grid of {dsprites.GRID.num_combinations} images")
+    by_index = np.empty_like(images)
+    by_index[np.ravel_multi_index(factors.T, dsprites.FACTOR_SIZES)] = images
+
+    def render(f: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return dsprites.to_rgb(by_index[np.ravel_multi_index(f.T, dsprites.FACTOR_SIZES)])
+
+    return render
+
+
+# ----------------------------------------------------------------------------------------------------
+# Codes with a known structure
+# ----------------------------------------------------------------------------------------------------
+
+
+def known_answer_representation(kind: str, grid: FactorGrid, rng: np.random.Generator,
+                                noise: float = 0.05) -> Represent:
+    """A representation whose structure we control, built from the ground-truth factors.
+
+    Each factor is standardised (zero mean, unit variance over its values); then
+
+    - ``"oracle"``: one dimension per factor, plus ``noise``·N(0, 1);
+    - ``"rotated"``: the oracle times a fixed random rotation (every dimension mixes every factor);
+    - ``"duplicated"``: the oracle plus a second copy of factor 0 (compactness broken);
+    - ``"mixed"``: factors 0 and 1 summed into one dimension, (f₀ + f₁)/√2 (modularity broken);
+    - ``"noise"``: K dimensions of N(0, 1), unrelated to the factors.
+
+    Returns:
+        ``represent(factors (n, K)) -> (n, D)``; ``rng`` draws the rotation now and the noise per call.
+    """
+    if kind not in KNOWN_ANSWERS:
+        raise ValueError(f"unknown representation {kind!r}; valid: {', '.join(KNOWN_ANSWERS)}")
+    sizes = np.asarray(grid.sizes, dtype=np.float64)
+    rotation = np.linalg.qr(rng.normal(size=(grid.num_factors, grid.num_factors)))[0]
+
+    def represent(factors: np.ndarray) -> np.ndarray:
+        factors = grid.validate(factors)
+        if kind == "noise":
+            return rng.normal(size=factors.shape)
+        # Standardise: a discrete uniform on {0..s-1} has mean (s-1)/2 and variance (s²-1)/12.
+        z = (factors - (sizes - 1) / 2) / np.sqrt(np.maximum(sizes**2 - 1, 1) / 12)
+        if kind == "rotated":
+            z = z @ rotation
+        elif kind == "duplicated":
+            z = np.concatenate([z, z[:, :1]], axis=1)
+        elif kind == "mixed":
+            z = np.concatenate([(z[:, :1] + z[:, 1:2]) / np.sqrt(2), z[:, 2:]], axis=1)
+        return z + noise * rng.normal(size=z.shape)
+
+    return represent
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How a VAE is trained (the official schedule: Adam, lr 1e-4, batch 64, gradient norm clipped at 1).
+
+    Attributes:
+        steps: optimisation steps.
+        batch_size: images (or pairs) per step.
+        lr: Adam learning rate.
+        beta: weight of the KL term.
+        latent_dim: latent dimensions (10 in the paper).
+        widths: channels of the three encoder blocks.
+        checkpoint_every: steps between resumable checkpoints.
+    """
+
+    steps: int
+    batch_size: int = 64
+    lr: float = 1e-4
+    beta: float = 1.0
+    latent_dim: int = 10
+    widths: tuple[int, int, int] = (32, 64, 128)
+    checkpoint_every: int = 500
+
+
+def build_vae(settings: TrainSettings, image_size: int) -> VAE:
+    """A fresh VAE for 3-channel ``image_size`` images."""
+    return VAE(VAEConfig(image_size=image_size, channels=3, latent_dim=settings.latent_dim,
+                         widths=settings.widths))
+
+
+def vae_loss_and_batches(dataset: FactorDataset, method: str, settings: TrainSettings, device: str):
+    """``(loss_fn, make_batch)`` for :func:`helpers.training.fit`.
+
+    ``"beta_vae"`` sees single images; ``"gvae_label"`` and ``"ada_gvae"`` see pairs in which one factor,
+    drawn at random, changes (and the label variant is told which).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+
+    def images(factors: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        return torch.from_numpy(dataset.render(factors, rng)).to(device)
+
+    def make_batch(step: int, generator: torch.Generator):
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
+        if method == "beta_vae":
+            return images(dataset.grid.sample(settings.batch_size, rng), rng)
+        a, b, changed = dataset.grid.weak_pairs(settings.batch_size, rng)
+        return images(a, rng), images(b, rng), torch.from_numpy(changed[:, 0]).to(device)
+
+    def loss_fn(model: VAE, batch, generator: torch.Generator):
+        if method == "beta_vae":
+            return beta_vae_loss(model, batch, settings.beta, generator)
+        x1, x2, changed = batch
+        aggregation = "label" if method == "gvae_label" else "adaptive"
+        return group_vae_loss(model, x1, x2, settings.beta, aggregation, generator, changed=changed)
+
+    return loss_fn, make_batch
+
+
+def train_vae(dataset: FactorDataset, method: str, settings: TrainSettings, seed: int, device: str,
+              init: dict | None = None, tag: str = "") -> dict:
+    """Train (or load from the cache) a VAE on ``dataset``; resumable after an interruption.
+
+    Args:
+        dataset: what to train on.
+        method: one of :data:`METHODS`.
+        settings: the schedule.
+        seed: seeds the initialisation, the batches and the noise.
+        device: torch device name.
+        init: a trained model's entry to start from (fine-tuning); ``None`` starts from scratch.
+        tag: distinguishes cache entries, e.g. the source a fine-tuned model came from.
+
+    Returns:
+        ``{"state": state dict (CPU), "history": {log: [value per step]}, "image_size": S}``.
+    """
+    key = {"name": f"vae-{dataset.name}-{method}{'-' + tag if tag else ''}", "settings": asdict(settings),
+           "seed": seed, "image_size": dataset.image_size, "init": _fingerprint(init)}
+
+    def train(checkpoint):
+        torch.manual_seed(seed)
+        model = build_vae(settings, dataset.image_size)
+        if init is not None:
+            model.load_state_dict(init["state"])
+        model.to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+        loss_fn, make_batch = vae_loss_and_batches(dataset, method, settings, device)
+        history = fit(model, optimizer, loss_fn, make_batch, settings.steps, seed=seed, checkpoint=checkpoint,
+                      checkpoint_every=settings.checkpoint_every, grad_clip=1.0, desc=key["name"])
+        state = {name: value.cpu() for name, value in model.state_dict().items()}
+        return {"state": state, "history": history, "image_size": dataset.image_size}
+
+    return load_or_train(key, train, resumable=True)
+
+
+def load_vae(entry: dict, settings: TrainSettings, device: str) -> VAE:
+    """The model of a :func:`train_vae` entry, in eval mode on ``device``."""
+    model = build_vae(settings, entry["image_size"])
+    model.load_state_dict(entry["state"])
+    return model.to(device).eval()
+
+
+def _fingerprint(entry: dict | None) -> str | None:
+    """SHA-256 of a trained entry's weights: the cache key of a fine-tune names the model it started from."""
+    if entry is None:
+        return None
+    digest = hashlib.sha256()
+    for name, value in sorted(entry["state"].items()):
+        digest.update(name.encode())
+        digest.update(value.cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------------
+
+
+def vae_representation(model: VAE, dataset: FactorDataset, rng: np.random.Generator) -> Represent:
+    """``represent(factors)``: render the images (nuisance from ``rng``) and take the encoder means μ."""
+    def represent(factors: np.ndarray) -> np.ndarray:
+        return model.encode_mean(torch.from_numpy(dataset.render(factors, rng))).double().numpy()
+
+    return represent
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Sample counts of the evaluation (disentanglement_lib's defaults are far larger; see the presets).
+
+    Attributes:
+        omes_pairs: pairs per factor for OMES.
+        peer_points: training points of the peer metrics (test points are half); BetaVAE and FactorVAE use
+            batches of ``peer_batch``.
+        peer_batch: batch size of the BetaVAE and FactorVAE points.
+        dci_points: training points of DCI (its gradient-boosted trees are the slowest part).
+        classifier_points: labelled codes for the factor classifiers (2/3 train, 1/3 test as the paper).
+    """
+
+    omes_pairs: int
+    peer_points: int
+    peer_batch: int
+    dci_points: int
+    classifier_points: int
+
+
+PEER_METRICS = ("BetaVAE", "FactorVAE", "MIG", "DCI", "SAP", "Modularity")
+
+
+def evaluate(grid: FactorGrid, represent: Represent, rng: np.random.Generator, settings: EvalSettings,
+             peers: tuple[str, ...] = PEER_METRICS) -> dict:
+    """OMES, its α sweep, and the named peer metrics of a representation.
+
+    Returns:
+        ``{"omes": OMESResult, "sweep": [OMESResult per α], "peers": {name: value}, "pairs": the OMES
+        pairs}``; DCI gives two values, ``"DCI-D"`` (disentanglement) and ``"DCI-C"`` (completeness).
+    """
+    unknown = sorted(set(peers) - set(PEER_METRICS))
+    if unknown:
+        raise ValueError(f"unknown peer metric {unknown[0]!r}; valid: {', '.join(PEER_METRICS)}")
+    pairs = metrics.sample_omes_pairs(grid, represent, settings.omes_pairs, rng)
+    n, half, batch = settings.peer_points, max(settings.peer_points // 2, 1), settings.peer_batch
+    values = {}
+    for name in peers:
+        if name == "BetaVAE":
+            values[name] = metrics.beta_vae_score(grid, represent, rng, batch_size=batch, num_train=n,
+                                                  num_eval=half)["eval_accuracy"]
+        elif name == "FactorVAE":
+            values[name] = metrics.factor_vae_score(grid, represent, rng, batch_size=batch, num_train=n,
+                                                    num_eval=half, num_variance_estimate=n)["eval_accuracy"]
+        elif name == "MIG":
+            values[name] = metrics.mig_score(grid, represent, rng, num_train=n)["discrete_mig"]
+        elif name == "DCI":
+            dci = metrics.dci_score(grid, represent, rng, num_train=settings.dci_points,
+                                    num_test=max(settings.dci_points // 2, 1))
+            values["DCI-D"], values["DCI-C"] = dci["disentanglement"], dci["completeness"]
+        elif name == "SAP":
+            values[name] = metrics.sap_score(grid, represent, rng, num_train=n, num_test=half)["SAP_score"]
+        else:
+            values[name] = metrics.modularity_score(grid, represent, rng, num_train=n)["modularity_score"]
+    return {"omes": metrics.omes(pairs), "sweep": metrics.omes_alpha_sweep(pairs), "peers": values,
+            "pairs": pairs}
+
+
+def factor_accuracy(codes: np.ndarray, factors: np.ndarray, rng: np.random.Generator, classifier: str = "gbt",
+                    dims: dict[int, int | None] | None = None) -> np.ndarray:
+    """Accuracy of predicting each factor from the codes: 2/3 of the rows train, 1/3 test.
+
+    Args:
+        codes: ``(n, D)`` representation.
+        factors: ``(n, K)`` integer factors.
+        rng: seeds the split and the classifier.
+        classifier: ``"gbt"`` (scikit-learn's histogram gradient-boosted trees, a faster stand-in for the
+            paper's ``GradientBoostingClassifier``) or ``"mlp"`` (two hidden layers of 256, as the paper,
+            stopped early on a 10 % validation split).
+        dims: factor → the one dimension OMES associates with it (the paper's "pruned" classifiers); a
+            factor mapped to ``None`` is scored at chance level (the most frequent class of the test set).
+
+    Returns:
+        ``(K,)`` test accuracies.
+    """
+    if classifier not in CLASSIFIERS:
+        raise ValueError(f"unknown classifier {classifier!r}; valid: {', '.join(CLASSIFIERS)}")
+    order = rng.permutation(len(codes))
+    train, test = order[: 2 * len(codes) // 3], order[2 * len(codes) // 3:]
+    accuracies = np.zeros(factors.shape[1])
+    for k in range(factors.shape[1]):
+        columns = list(range(codes.shape[1])) if dims is None else ([] if dims[k] is None else [dims[k]])
+        y_train, y_test = factors[train, k], factors[test, k]
+        if not columns:
+            accuracies[k] = np.mean(y_test == np.bincount(y_test).argmax())
+            continue
+        if classifier == "gbt":
+            model = HistGradientBoostingClassifier(max_iter=50, random_state=sklearn_seed(rng))
+        else:
+            model = MLPClassifier(hidden_layer_sizes=(256, 256), max_iter=200, early_stopping=True,
+                                  random_state=sklearn_seed(rng))
+        model.fit(codes[train][:, columns], y_train)
+        accuracies[k] = model.score(codes[test][:, columns], y_test)
+    return accuracies
+
+
+def evaluate_on_target(model: VAE, source: FactorDataset, target: FactorDataset, rng: np.random.Generator,
+                       settings: EvalSettings, peers: tuple[str, ...]) -> dict[str, float]:
+    """Everything the transfer tables report for one model on one target, as a flat dict of numbers.
+
+    Keys: ``omes``, ``modularity``, ``compactness`` (over all the target's factors); ``omes_shared`` (over
+    the factors the target shares with ``source``, NaN when none); the peer metrics; ``gbt_all``,
+    ``gbt_pruned``, ``mlp_all``, ``mlp_pruned`` (factor accuracy averaged over factors, from all
+    dimensions or from the one dimension OMES associates with each factor).
+    """
+    represent = vae_representation(model, target, rng)
+    result = evaluate(target.grid, represent, rng, settings, peers)
+    shared = target.shared_factors(source)
+    pairs = result["pairs"]
+    row = {"omes": result["omes"].score, "modularity": result["omes"].modularity,
+           "compactness": result["omes"].compactness,
+           "omes_shared": metrics.omes([pairs[k] for k in shared]).score if shared else float("nan"),
+           **result["peers"]}
+    factors = target.grid.sample(settings.classifier_points, rng)
+    codes = represent(factors)
+    dims = metrics.association_map(result["omes"])
+    for classifier in CLASSIFIERS:
+        row[f"{classifier}_all"] = float(factor_accuracy(codes, factors, rng, classifier).mean())
+        row[f"{classifier}_pruned"] = float(factor_accuracy(codes, factors, rng, classifier, dims).mean())
+    return row
+
+
+def summary_table(results: dict[str, dict]):
+    """One row per representation: OMES, its modularity and compactness parts, and the peer metrics."""
+    import pandas as pd
+
+    rows = {name: {"OMES": r["omes"].score, "modularity (α=1)": r["omes"].modularity,
+                   "compactness (α=0)": r["omes"].compactness, **r["peers"]} for name, r in results.items()}
+    return pd.DataFrame.from_dict(rows, orient="index").round(3)
