@@ -65,8 +65,8 @@ def make_dataset(name: str, image_size: int, keep: dict[str, int] | None = None,
     Args:
         name: one of :data:`DATASET_NAMES`.
         image_size: side of the images.
-        keep: factor name → number of evenly spaced values to keep (see
-            :func:`helpers.data.factors.coarsen`); names a dataset lacks are ignored.
+        keep: dSprites factor name → number of evenly spaced values to keep (see
+            :func:`helpers.data.factors.coarsen`); applies to the dSprites family only.
         dsprites_npz: path of the real dSprites archive, used for ``"dsprites"`` when given.
 
     Grey images are repeated over 3 channels so one encoder reads every dataset.
@@ -83,12 +83,12 @@ def make_dataset(name: str, image_size: int, keep: dict[str, int] | None = None,
     full_grid, render_full = renderers[name]
     if name == "dsprites" and dsprites_npz:
         render_full = _real_dsprites_renderer(dsprites_npz, image_size)
-    grid, strides = coarsen(full_grid, {k: v for k, v in (keep or {}).items() if k in full_grid.names})
+    family = "shapes3d" if name == "shapes3d" else "dsprites"
+    grid, strides = coarsen(full_grid, (keep or {}) if family == "dsprites" else {})
 
     def render(factors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return render_full(grid.validate(factors) * strides, rng)
 
-    family = "shapes3d" if name == "shapes3d" else "dsprites"
     return FactorDataset(name=name, grid=grid, render=render, image_size=image_size, family=family)
 
 
@@ -113,17 +113,20 @@ def _real_dsprites_renderer(path: str, image_size: int):
 # ----------------------------------------------------------------------------------------------------
 
 
-def known_answer_representation(kind: str, grid: FactorGrid, rng: np.random.Generator,
-                                noise: float = 0.05) -> Represent:
+def known_answer_representation(kind: str, grid: FactorGrid, rng: np.random.Generator, noise: float = 0.05,
+                                duplicate: str | None = None, mix: tuple[str, str] | None = None) -> Represent:
     """A representation whose structure we control, built from the ground-truth factors.
 
     Each factor is standardised (zero mean, unit variance over its values); then
 
     - ``"oracle"``: one dimension per factor, plus ``noise``·N(0, 1);
     - ``"rotated"``: the oracle times a fixed random rotation (every dimension mixes every factor);
-    - ``"duplicated"``: the oracle plus a second copy of factor 0 (compactness broken);
-    - ``"mixed"``: factors 0 and 1 summed into one dimension, (f₀ + f₁)/√2 (modularity broken);
+    - ``"duplicated"``: the oracle plus a second copy of factor ``duplicate`` (compactness broken);
+    - ``"mixed"``: the two factors of ``mix`` summed into one dimension, (a + b)/√2 (modularity broken);
     - ``"noise"``: K dimensions of N(0, 1), unrelated to the factors.
+
+    ``duplicate`` and ``mix`` default to the factors with the most values: OMES cannot see much happen to a
+    factor with few values, whose own association is capped at (s − 2)/(s − 1).
 
     Returns:
         ``represent(factors (n, K)) -> (n, D)``; ``rng`` draws the rotation now and the noise per call.
@@ -131,6 +134,11 @@ def known_answer_representation(kind: str, grid: FactorGrid, rng: np.random.Gene
     if kind not in KNOWN_ANSWERS:
         raise ValueError(f"unknown representation {kind!r}; valid: {', '.join(KNOWN_ANSWERS)}")
     sizes = np.asarray(grid.sizes, dtype=np.float64)
+    by_size = [grid.names[k] for k in np.argsort(-sizes, kind="stable")]
+    copied = grid.index(duplicate or by_size[0])
+    first, second = (grid.index(name) for name in (mix or by_size[:2]))
+    if first == second:
+        raise ValueError(f"mix needs two different factors, got {mix}")
     rotation = np.linalg.qr(rng.normal(size=(grid.num_factors, grid.num_factors)))[0]
 
     def represent(factors: np.ndarray) -> np.ndarray:
@@ -142,9 +150,10 @@ def known_answer_representation(kind: str, grid: FactorGrid, rng: np.random.Gene
         if kind == "rotated":
             z = z @ rotation
         elif kind == "duplicated":
-            z = np.concatenate([z, z[:, :1]], axis=1)
+            z = np.concatenate([z, z[:, copied:copied + 1]], axis=1)
         elif kind == "mixed":
-            z = np.concatenate([(z[:, :1] + z[:, 1:2]) / np.sqrt(2), z[:, 2:]], axis=1)
+            merged = (z[:, first] + z[:, second]) / np.sqrt(2)
+            z = np.concatenate([np.delete(z, [first, second], axis=1), merged[:, None]], axis=1)
         return z + noise * rng.normal(size=z.shape)
 
     return represent
@@ -346,8 +355,8 @@ def factor_accuracy(codes: np.ndarray, factors: np.ndarray, rng: np.random.Gener
         factors: ``(n, K)`` integer factors.
         rng: seeds the split and the classifier.
         classifier: ``"gbt"`` (scikit-learn's histogram gradient-boosted trees, a faster stand-in for the
-            paper's ``GradientBoostingClassifier``) or ``"mlp"`` (two hidden layers of 256, as the paper,
-            stopped early on a 10 % validation split).
+            paper's ``GradientBoostingClassifier``) or ``"mlp"`` (two hidden layers of 256, as the paper);
+            both stop early when a 10 % validation split stops improving.
         dims: factor → the one dimension OMES associates with it (the paper's "pruned" classifiers); a
             factor mapped to ``None`` is scored at chance level (the most frequent class of the test set).
 
@@ -366,7 +375,8 @@ def factor_accuracy(codes: np.ndarray, factors: np.ndarray, rng: np.random.Gener
             accuracies[k] = np.mean(y_test == np.bincount(y_test).argmax())
             continue
         if classifier == "gbt":
-            model = HistGradientBoostingClassifier(max_iter=50, random_state=sklearn_seed(rng))
+            model = HistGradientBoostingClassifier(max_iter=100, early_stopping=True, n_iter_no_change=5,
+                                                   random_state=sklearn_seed(rng))
         else:
             model = MLPClassifier(hidden_layer_sizes=(256, 256), max_iter=200, early_stopping=True,
                                   random_state=sklearn_seed(rng))
