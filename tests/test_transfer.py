@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+import torch
+
+from helpers import metrics, transfer
+from helpers.data import dsprites
+
+KEEP = {"orientation": 10, "pos_x": 8, "pos_y": 8}
+
+
+@pytest.mark.parametrize("name", transfer.DATASET_NAMES)
+def test_datasets_render_rgb_images_of_their_grid(name):
+    dataset = transfer.make_dataset(name, 16, KEEP)
+    factors = dataset.grid.sample(4, np.random.default_rng(0))
+    images = dataset.render(factors, np.random.default_rng(1))
+    assert images.shape == (4, 3, 16, 16) and images.dtype == np.float32
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    if dataset.family == "dsprites":
+        assert dataset.grid.sizes[-3:] == (10, 8, 8)
+
+
+def test_coarse_rows_render_the_matching_full_grid_rows():
+    coarse = transfer.make_dataset("dsprites", 16, KEEP)
+    factors = coarse.grid.sample(20, np.random.default_rng(0))
+    expected = dsprites.to_rgb(dsprites.render(factors * np.array([1, 1, 4, 4, 4]), 16))
+    np.testing.assert_array_equal(coarse.render(factors, None), expected)
+
+
+def test_shared_factors_follow_family_and_names():
+    source = transfer.make_dataset("dsprites", 16)
+    assert transfer.make_dataset("color_dsprites", 16).shared_factors(source) == [1, 2, 3, 4, 5]
+    assert transfer.make_dataset("realistic", 16).shared_factors(source) == [0, 1, 2, 3, 4]
+    assert transfer.make_dataset("shapes3d", 16).shared_factors(source) == []
+
+
+def test_dataset_errors():
+    with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
+        transfer.make_dataset("mnist", 16)
+    with pytest.raises(ValueError, match="real dSprites images are 64 px"):
+        transfer.make_dataset("dsprites", 32, dsprites_npz="/any/file.npz")
+    with pytest.raises(ValueError, match="keep a divisor"):
+        transfer.make_dataset("dsprites", 16, {"pos_x": 5})
+
+
+def test_known_answers_have_the_structure_they_claim():
+    grid = transfer.make_dataset("dsprites", 16, KEEP).grid
+    scores = {}
+    for kind in transfer.KNOWN_ANSWERS:
+        rng = np.random.default_rng(3)
+        represent = transfer.known_answer_representation(kind, grid, rng, duplicate="pos_x", mix=("pos_x", "pos_y"))
+        scores[kind] = metrics.omes(metrics.sample_omes_pairs(grid, represent, 800, rng))
+    assert scores["duplicated"].association.shape == (6, 5) and scores["mixed"].association.shape == (4, 5)
+    assert scores["oracle"].score > scores["rotated"].score + 0.2 > scores["noise"].score + 0.2
+    kx = grid.index("pos_x")
+    # Duplication: compactness of x falls below its modularity; the oracle (D = K) has them equal.
+    assert scores["duplicated"].overlap[kx] - scores["duplicated"].multiple_encoding[kx] > 0.08
+    assert abs(scores["oracle"].overlap[kx] - scores["oracle"].multiple_encoding[kx]) < 0.03
+    assert scores["mixed"].overlap[kx] < scores["oracle"].overlap[kx] - 0.1
+    with pytest.raises(ValueError, match="unknown representation"):
+        transfer.known_answer_representation("perfect", grid, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="two different factors"):
+        transfer.known_answer_representation("mixed", grid, np.random.default_rng(0), mix=("shape", "shape"))
+
+
+@pytest.mark.parametrize("method", transfer.METHODS)
+def test_training_is_cached_deterministic_and_fine_tunable(tmp_path, monkeypatch, method):
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    dataset = transfer.make_dataset("dsprites", 16, KEEP)
+    settings = transfer.TrainSettings(steps=3, batch_size=4, lr=1e-3, widths=(4, 4, 8), checkpoint_every=2)
+    first = transfer.train_vae(dataset, method, settings, seed=0, device="cpu")
+    again = transfer.train_vae(dataset, method, settings, seed=0, device="cpu")
+    assert len(first["history"]["loss"]) == 3
+    assert all(torch.equal(first["state"][k], again["state"][k]) for k in first["state"])
+    tuned = transfer.train_vae(dataset, "beta_vae", settings, seed=0, device="cpu", init=first, tag="ft")
+    assert any(not torch.equal(first["state"][k], tuned["state"][k]) for k in first["state"])
+    assert len(list(tmp_path.glob("*.pt"))) == 2 and not list(tmp_path.glob("*.ckpt"))
+    with pytest.raises(ValueError, match="unknown method"):
+        transfer.vae_loss_and_batches(dataset, "factor_vae", settings, "cpu")
+
+
+def test_evaluate_on_target_reports_every_number():
+    source = transfer.make_dataset("dsprites", 16, KEEP)
+    target = transfer.make_dataset("color_dsprites", 16, KEEP)
+    torch.manual_seed(0)
+    model = transfer.build_vae(transfer.TrainSettings(steps=1, widths=(4, 4, 8)), 16).eval()
+    settings = transfer.EvalSettings(omes_pairs=50, peer_points=20, peer_batch=4, dci_points=20,
+                                      classifier_points=300)
+    row = transfer.evaluate_on_target(model, source, target, np.random.default_rng(0), settings, ("MIG", "SAP"))
+    assert set(row) == {"omes", "modularity", "compactness", "omes_shared", "MIG", "SAP", "gbt_all", "gbt_pruned",
+                        "mlp_all", "mlp_pruned"}
+    assert all(np.isfinite(v) for v in row.values())
+    with pytest.raises(ValueError, match="unknown peer metric 'MIGG'"):
+        transfer.evaluate(target.grid, lambda f: f.astype(float), np.random.default_rng(0), settings, ("MIGG",))
+
+
+def test_factor_accuracy_on_a_perfect_and_an_empty_code():
+    rng = np.random.default_rng(0)
+    factors = np.stack([rng.integers(0, 3, 300), rng.integers(0, 4, 300)], axis=1)
+    codes = np.concatenate([factors + 0.01 * rng.normal(size=factors.shape), rng.normal(size=(300, 1))], axis=1)
+    assert transfer.factor_accuracy(codes, factors, rng, "gbt").min() > 0.95
+    pruned = transfer.factor_accuracy(codes, factors, rng, "gbt", dims={0: 0, 1: None})
+    assert pruned[0] > 0.95 and pruned[1] < 0.5
+    with pytest.raises(ValueError, match="unknown classifier"):
+        transfer.factor_accuracy(codes, factors, rng, "svm")
