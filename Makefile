@@ -34,7 +34,8 @@ notebooks: setup
 	@mkdir -p build/executed
 	@for nb in $(NOTEBOOKS); do \
 	  echo "== $$nb (SCALE=$(SCALE) SEED=$(SEED) DEVICE=$(DEVICE))"; \
-	  $(PY) -m papermill "$$nb" "build/executed/$$(basename $$nb)" -k $(KERNEL) --cwd notebooks \
+	  $(PY) -m papermill "$$nb" "build/executed/$$(basename $$nb .ipynb)@$(SCALE)-seed$(SEED).ipynb" \
+	    -k $(KERNEL) --cwd notebooks \
 	    -p SCALE $(SCALE) -p SEED $(SEED) -p DEVICE $(DEVICE) || exit 1; \
 	done
 	$(PY) -m helpers.results README.md

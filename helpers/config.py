@@ -90,6 +90,17 @@ class Config:
             return values[name]
         raise AttributeError(f"config of {self.notebook!r} has no value {name!r}; it has: {', '.join(values)}")
 
+    @property
+    def run_name(self) -> str:
+        """Name of this run's results file and figure folder.
+
+        The default run (small scale, seed 0) is the notebook stem; any other run is ``<stem>@<scale>-seed<k>``,
+        so reruns with another seed or scale never overwrite the default results and figures.
+        """
+        if (self.scale, self.seed) == (SCALES[0], 0):
+            return self.notebook
+        return f"{self.notebook}@{self.scale}-seed{self.seed}"
+
     def as_dict(self) -> dict[str, Any]:
         """A plain dict (for cache keys and the results file)."""
         return {"notebook": self.notebook, "scale": self.scale, "seed": self.seed, "device": self.device,

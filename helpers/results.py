@@ -95,8 +95,11 @@ class RunRecord:
         }
 
     def write(self, directory: Path | None = None) -> Path:
-        """Write ``<directory>/<notebook>.json`` (default ``results/``) atomically; return the path."""
-        path = (Path(directory) if directory is not None else results_dir()) / f"{self.config.notebook}.json"
+        """Write ``<directory>/<run name>.json`` (default ``results/``) atomically; return the path.
+
+        The run name is the notebook stem for the default run, ``<stem>@<scale>-seed<k>`` otherwise.
+        """
+        path = (Path(directory) if directory is not None else results_dir()) / f"{self.config.run_name}.json"
         write_atomic(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
         return path
 
@@ -142,11 +145,11 @@ def summary_markdown(directory: Path | None = None) -> str:
     for path in files:
         record = json.loads(path.read_text())
         held = sum(c["holds"] for c in record["claims"])
-        context.append(f"- `{record['notebook']}`: {held}/{len(record['claims'])} claims hold at scale "
+        context.append(f"- `{path.stem}`: {held}/{len(record['claims'])} claims hold at scale "
                        f"`{record['scale']}`, seed {record['seed']}, {record['device']}, "
                        f"{record['runtime_s']:.0f} s, commit `{record['git_sha'][:12]}`")
         for c in record["claims"]:
-            cells = [record["notebook"], c["claim"], c["paper"], c["measured"], "yes" if c["holds"] else "**no**"]
+            cells = [path.stem, c["claim"], c["paper"], c["measured"], "yes" if c["holds"] else "**no**"]
             lines.append("| " + " | ".join(str(x).replace("|", "\\|") for x in cells) + " |")
     return "\n".join(context + [""] + lines)
 

@@ -8,7 +8,7 @@ from helpers.results import RunRecord, summary_markdown, update_readme
 
 
 def _record():
-    cfg = resolve("00_demo", NotebookSpec(), SCALE="small", SEED=4, DEVICE="cpu")
+    cfg = resolve("00_demo", NotebookSpec(), SCALE="small", SEED=0, DEVICE="cpu")
     record = RunRecord(cfg)
     record.metric("omes_oracle", np.float32(0.97))
     record.claim("oracle", "An oracle scores near 1", "≈ 1", "0.97", holds=np.bool_(True))
@@ -22,7 +22,7 @@ def test_written_file_has_the_schema(tmp_path):
     data = json.loads(path.read_text())
     assert set(data) == {"notebook", "scale", "seed", "device", "versions", "git_sha", "runtime_s", "metrics",
                          "claims"}
-    assert data["scale"] == "small" and data["seed"] == 4 and data["device"].startswith("cpu")
+    assert data["scale"] == "small" and data["seed"] == 0 and data["device"].startswith("cpu")
     assert set(data["versions"]) == {"python", "torch", "diffusers", "numpy", "scikit-learn"}
     assert data["metrics"] == {"omes_oracle": pytest.approx(0.97)}
     assert data["claims"][0] == {"id": "oracle", "claim": "An oracle scores near 1", "paper": "≈ 1",
@@ -57,3 +57,10 @@ def test_table_and_readme_summary(tmp_path):
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="lacks the markers"):
         update_readme(readme, tmp_path)
+
+
+def test_runs_other_than_the_default_get_their_own_file(tmp_path):
+    cfg = resolve("00_demo", NotebookSpec(), SCALE="full", SEED=3, DEVICE="cpu")
+    assert cfg.run_name == "00_demo@full-seed3"
+    assert RunRecord(cfg).write(tmp_path).name == "00_demo@full-seed3.json"
+    assert resolve("00_demo", NotebookSpec(), SCALE="small", SEED=0, DEVICE="cpu").run_name == "00_demo"
