@@ -9,6 +9,7 @@ classification from the representation, on all dimensions or only on those OMES 
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -254,7 +255,13 @@ def train_vae(dataset: FactorDataset, method: str, settings: TrainSettings, seed
         state = {name: value.cpu() for name, value in model.state_dict().items()}
         return {"state": state, "history": history, "image_size": dataset.image_size}
 
-    return load_or_train(key, train, resumable=True)
+    return load_or_train(key, train, resumable=True, modules=_TRAINING_CODE)
+
+
+# The code a trained VAE depends on: a change elsewhere in helpers (metrics, plotting, …) keeps the cache.
+_TRAINING_CODE = tuple(sys.modules[name] for name in (
+    __name__, "helpers.models.vae", "helpers.training", "helpers.data.dsprites", "helpers.data.shapes3d",
+    "helpers.data.realistic", "helpers.data.images", "helpers.data.factors", "helpers.data.loaders"))
 
 
 def load_vae(entry: dict, settings: TrainSettings, device: str) -> VAE:
