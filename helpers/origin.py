@@ -1,0 +1,529 @@
+"""Origin identification by a linear map of VAE embeddings, and executable checks of its theory.
+
+Paper: Wang et al., "Generalizable Origin Identification for Text-Guided Image-to-Image Diffusion Models"
+(ID² / OriPID), ICML 2025, arXiv:2501.02376.
+
+Setting: an origin image ``o`` and an image ``g`` generated from it are embedded by a VAE encoder ``E``
+(flattened, ``n`` values each). A matrix ``W`` (n, m) is learned so that ``E(g) W`` and ``E(o) W`` are close
+in cosine; a query ``g`` is then matched against a gallery of mapped origins.
+
+What this module provides:
+
+* the model: :class:`LinearMap` (``W`` as ``nn.Linear(n, m, bias=False)``) and :class:`MLPMap` (the
+  paper's MLP ablation), trained by :func:`train_map` with a CosFace proxy classifier over origin ids
+  (or a plain softmax classifier, the paper's loss ablation), and :func:`extract`;
+* the theory as checks on tensors: :func:`lemma1_residual` (Lemma 1, Eq. 2 / 10-14),
+  :func:`null_space_map` and :func:`shrinkage` (Theorem 1, Eq. 1, with the construction of Lemma 2),
+  :func:`singular_value_cosine` (Observation 1, Eq. 4) and :func:`generalisation_gap` (Theorem 2, Eq. 3,
+  in the normalisation of Eqs. 5-7).
+
+Conventions: a difference matrix ``T`` holds one difference ``E(g) - E(o)`` per **row**, shape (N, n), so
+``T W`` is defined for ``W`` of shape (n, m). The paper writes "each column" but then multiplies ``T W``,
+which only typechecks with rows.
+
+Where the official code (WangWenhao0716/ID2) differs from the paper, we follow the code:
+
+* the loss is not the triplet metric loss of Eq. 9 but a CosFace classification over origin ids
+  (s = 64, m = 0.35, Xavier-uniform class weights, no label smoothing), trained jointly with ``W``;
+* Adam at lr 3.5e-4, no weight decay, with a per-epoch LambdaLR (5 warm-up epochs from 0.01, 5 flat,
+  15 cosine); :func:`official_schedule` stretches it over the step count, applied per step.
+
+Left out here: the EMA of the weights (decay 0.9999) and the P x K batch sampler (4 images per origin);
+batches are drawn uniformly without replacement from the per-step generator of :func:`helpers.training.fit`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from helpers.cache import Checkpoint
+from helpers.runtime import torch_generator
+from helpers.training import fit
+
+COSFACE_SCALE = 64.0
+COSFACE_MARGIN = 0.35
+LOSSES = ("cosface", "softmax")
+# Stream of the seed generator used for initialisation; fit's per-step streams are 0 .. steps - 1.
+_INIT_STREAM = 2**40
+
+
+# --------------------------------------------------------------------------------------------------------
+# Loss
+# --------------------------------------------------------------------------------------------------------
+
+
+def cosface_logits(
+    features: torch.Tensor,
+    class_weights: torch.Tensor,
+    labels: torch.Tensor,
+    scale: float = COSFACE_SCALE,
+    margin: float = COSFACE_MARGIN,
+) -> torch.Tensor:
+    """CosFace (large-margin cosine) logits: ``s (cos θ_j - m [j = y])``.
+
+    ``cos θ_j = <f / |f|, w_j / |w_j|>`` for a feature ``f`` and the weight ``w_j`` of class ``j``.
+
+    Args:
+        features: (B, m) features.
+        class_weights: (C, m) one proxy per class.
+        labels: (B,) integer class of each feature, in [0, C).
+        scale: ``s``.
+        margin: ``m``, subtracted from the cosine of the true class only.
+
+    Returns:
+        (B, C) logits.
+    """
+    _check_matrix(features, "features")
+    _check_matrix(class_weights, "class_weights", columns=features.shape[1])
+    _check_labels(labels, features.shape[0], class_weights.shape[0])
+    cosine = F.normalize(features, dim=1) @ F.normalize(class_weights, dim=1).T
+    return scale * (cosine - margin * F.one_hot(labels, class_weights.shape[0]).to(cosine.dtype))
+
+
+def cosface_loss(
+    features: torch.Tensor,
+    class_weights: torch.Tensor,
+    labels: torch.Tensor,
+    scale: float = COSFACE_SCALE,
+    margin: float = COSFACE_MARGIN,
+) -> torch.Tensor:
+    """Mean CosFace loss over a batch.
+
+    ``L = -log( e^{s(cos θ_y - m)} / (e^{s(cos θ_y - m)} + Σ_{j≠y} e^{s cos θ_j}) )``, i.e. cross-entropy on
+    :func:`cosface_logits`.
+
+    Args:
+        features: (B, m) features.
+        class_weights: (C, m) class proxies.
+        labels: (B,) classes in [0, C).
+        scale: ``s``.
+        margin: ``m``.
+
+    Returns:
+        Scalar loss.
+    """
+    return F.cross_entropy(cosface_logits(features, class_weights, labels, scale, margin), labels)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------------------
+
+
+class LinearMap(nn.Module):
+    """The map ``z -> z W`` with ``W`` (n, m), stored as ``nn.Linear(n, m, bias=False)`` like the official code.
+
+    Initialised as PyTorch initialises ``nn.Linear`` (Kaiming-uniform with ``a = √5``, i.e.
+    ``U(-1/√n, 1/√n)``), but from a generator seeded by ``seed`` instead of the global one.
+    """
+
+    def __init__(self, n: int, m: int, seed: int = 0):
+        super().__init__()
+        _check_dims(n, m)
+        self.fc = nn.Linear(n, m, bias=False)
+        _default_init(self.fc, torch_generator(seed, _INIT_STREAM))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, n) embeddings -> (B, m) features ``z W``."""
+        return self.fc(z)
+
+    @property
+    def matrix(self) -> torch.Tensor:
+        """``W`` as an (n, m) tensor (a detached copy of the transposed weight)."""
+        return self.fc.weight.detach().T.clone()
+
+
+class MLPMap(nn.Module):
+    """The MLP ablation: ``layers`` linear layers (n -> m, then m -> m), ReLU between them, no bias.
+
+    ``layers = 1`` is exactly :class:`LinearMap` (same initialisation for the same seed). Biases are left
+    out so that every depth differs from the linear map by the nonlinearity only.
+    """
+
+    def __init__(self, n: int, m: int, layers: int = 2, seed: int = 0):
+        super().__init__()
+        _check_dims(n, m)
+        if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= 4:
+            raise ValueError(f"layers must be an integer in [1, 4], got {layers!r}")
+        generator = torch_generator(seed, _INIT_STREAM)
+        modules: list[nn.Module] = []
+        for index in range(layers):
+            linear = nn.Linear(n if index == 0 else m, m, bias=False)
+            _default_init(linear, generator)
+            modules += [linear, nn.ReLU()] if index < layers - 1 else [linear]
+        self.net = nn.Sequential(*modules)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, n) embeddings -> (B, m) features."""
+        return self.net(z)
+
+
+class _ProxyClassifier(nn.Module):
+    """The training head: CosFace proxies (Xavier-uniform, no bias) or a plain linear softmax classifier."""
+
+    def __init__(self, m: int, num_classes: int, loss: str, generator: torch.Generator):
+        super().__init__()
+        self.loss = loss
+        self.weight = nn.Parameter(torch.empty(num_classes, m))
+        if loss == "cosface":
+            nn.init.xavier_uniform_(self.weight, generator=generator)
+            self.register_parameter("bias", None)
+        else:
+            bound = 1.0 / math.sqrt(m)  # nn.Linear's default initialisation, seeded
+            nn.init.uniform_(self.weight, -bound, bound, generator=generator)
+            self.bias = nn.Parameter(torch.empty(num_classes).uniform_(-bound, bound, generator=generator))
+
+    def logits(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.loss == "cosface":
+            return cosface_logits(features, self.weight, labels)
+        return F.linear(features, self.weight, self.bias)
+
+
+class _Trainee(nn.Module):
+    """Map and head together, so that ``fit`` optimises and checkpoints both."""
+
+    def __init__(self, map_model: nn.Module, head: _ProxyClassifier):
+        super().__init__()
+        self.map = map_model
+        self.head = head
+
+
+# --------------------------------------------------------------------------------------------------------
+# Training and extraction
+# --------------------------------------------------------------------------------------------------------
+
+
+def official_schedule(num_steps: int) -> Callable[[int], float]:
+    """The official per-epoch LambdaLR (25 epochs) stretched over ``num_steps`` steps.
+
+    With progress ``p = step / num_steps``: ``0.01 + 0.99 p / 0.2`` for ``p < 0.2`` (warm-up, epochs 0-4),
+    ``1`` for ``0.2 <= p < 0.4`` (epochs 5-9), ``(1 + cos(π (p - 0.4) / 0.6)) / 2`` after (epochs 10-24).
+
+    Returns:
+        ``step -> learning-rate multiplier``, for ``fit(lr_schedule=...)``.
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+
+    def multiplier(step: int) -> float:
+        progress = step / num_steps
+        if progress < 0.2:
+            return 0.01 + 0.99 * progress / 0.2
+        if progress < 0.4:
+            return 1.0
+        return 0.5 * (1.0 + math.cos(math.pi * (progress - 0.4) / 0.6))
+
+    return multiplier
+
+
+def train_map(
+    model: nn.Module,
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    steps: int,
+    seed: int,
+    lr: float = 3.5e-4,
+    batch_size: int = 256,
+    loss: str = "cosface",
+    schedule: bool = True,
+    checkpoint: Checkpoint | None = None,
+) -> tuple[nn.Module, dict[str, list[float]]]:
+    """Train a map by classifying embeddings into their origin ids through a proxy head.
+
+    Each step draws ``batch_size`` distinct rows from the per-step generator of :func:`helpers.training.fit`,
+    maps them, and minimises the cross-entropy of the head's logits: :func:`cosface_logits` against jointly
+    trained Xavier-uniform proxies (``loss="cosface"``) or a linear classifier with bias
+    (``loss="softmax"``). Adam (no weight decay) updates the map and the head together; the head is dropped
+    at the end. The run is resumable through ``checkpoint`` and fully determined by ``seed`` (which also
+    initialises the head) and the map's own initialisation.
+
+    Args:
+        model: a (B, n) -> (B, m) module, e.g. :class:`LinearMap`; trained in place.
+        embeddings: (N, n) float training embeddings (origins and/or generated images).
+        labels: (N,) origin id of each row, in [0, num_classes).
+        num_classes: number of origin ids.
+        steps: optimisation steps.
+        seed: seeds the head and the per-step batches.
+        lr: Adam learning rate.
+        batch_size: rows per step, at most N.
+        loss: ``"cosface"`` or ``"softmax"``.
+        schedule: multiply ``lr`` by :func:`official_schedule` (else constant).
+        checkpoint: where to save and resume from.
+
+    Returns:
+        ``(model, history)``: the trained map (in eval mode) and ``{"loss": [...], "accuracy": [...]}``, the
+        per-step loss and the proxy-classification accuracy on the batch.
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    _check_matrix(embeddings, "embeddings")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    _check_labels(labels, embeddings.shape[0], num_classes)
+    if not 1 <= batch_size <= embeddings.shape[0]:
+        raise ValueError(f"batch_size must be in [1, {embeddings.shape[0]}] (the number of rows), got {batch_size}")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr}")
+    parameter = next(model.parameters())
+    embeddings = embeddings.detach().to(parameter.device, parameter.dtype)
+    labels = labels.detach().to(parameter.device, torch.int64)
+    with torch.no_grad():
+        m = model(embeddings[:1]).shape[1]
+    head = _ProxyClassifier(m, num_classes, loss, torch_generator(seed, _INIT_STREAM)).to(parameter)
+    trainee = _Trainee(model, head)
+    optimizer = torch.optim.Adam(trainee.parameters(), lr=lr, weight_decay=0.0)
+
+    def make_batch(step: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.randperm(embeddings.shape[0], generator=generator)[:batch_size].to(parameter.device)
+        return embeddings[rows], labels[rows]
+
+    def loss_fn(net: _Trainee, batch, generator) -> tuple[torch.Tensor, dict[str, float]]:
+        z, y = batch
+        logits = net.head.logits(net.map(z), y)
+        accuracy = (logits.argmax(dim=1) == y).float().mean().item()
+        return F.cross_entropy(logits, y), {"accuracy": accuracy}
+
+    history = fit(
+        trainee,
+        optimizer,
+        loss_fn,
+        make_batch,
+        steps,
+        seed=seed,
+        checkpoint=checkpoint,
+        lr_schedule=official_schedule(steps) if schedule else None,
+        desc=f"W ({loss})",
+    )
+    return model, history
+
+
+def extract(model: nn.Module, embeddings: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """Map embeddings to features without gradients, in eval mode, batch by batch.
+
+    Args:
+        model: a (B, n) -> (B, m) module.
+        embeddings: (N, n) embeddings.
+        batch_size: rows per forward pass.
+
+    Returns:
+        (N, m) features on the CPU, in the model's dtype.
+    """
+    _check_matrix(embeddings, "embeddings")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    parameter = next(model.parameters())
+    model.eval()
+    with torch.no_grad():
+        chunks = [
+            model(chunk.to(parameter.device, parameter.dtype)).cpu() for chunk in embeddings.split(batch_size)
+        ]
+    return torch.cat(chunks)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Theorem checks
+# --------------------------------------------------------------------------------------------------------
+
+
+def lemma1_residual(
+    x0_latent: torch.Tensor,
+    eps: torch.Tensor,
+    eps_pred: torch.Tensor,
+    alpha_bar_t: float | torch.Tensor,
+) -> float:
+    """Lemma 1 (Eq. 2, proof Eqs. 10-14): the one-step denoising error is a scaled noise-prediction error.
+
+    With ``z_0 = E(o)`` the clean latent, the forward process (Eq. 12) gives
+    ``z_t = √ᾱ_t z_0 + √(1 - ᾱ_t) ε``; one reverse step predicts (Eq. 13)
+    ``z'_0 = (z_t - √(1 - ᾱ_t) ε_θ) / √ᾱ_t``; Lemma 1 states (Eq. 14)
+    ``z'_0 - z_0 = √(1 - ᾱ_t) / √ᾱ_t · (ε - ε_θ)``.
+    Both sides are computed here independently (the left one through ``z_t`` and ``z'_0``), and the
+    residual ``max |lhs - rhs| / max |rhs|`` is returned. It is rounding only: ~1e-7 in float32,
+    ~1e-16 in float64, larger when ``ε_θ ≈ ε`` since the left side then cancels.
+
+    Args:
+        x0_latent: (B, ...) clean latents ``z_0``.
+        eps: noise ``ε``, same shape.
+        eps_pred: predicted noise ``ε_θ(z_t, t, c)``, same shape.
+        alpha_bar_t: ``ᾱ_t`` in (0, 1): a float, a 0-d tensor or a (B,) tensor (one per sample), e.g.
+            ``scheduler.alphas_cumprod[t]`` of a diffusers scheduler; cast to the latents' dtype.
+
+    Returns:
+        The maximum relative residual, a Python float.
+    """
+    for name, x in (("eps", eps), ("eps_pred", eps_pred)):
+        if x.shape != x0_latent.shape:
+            raise ValueError(f"{name} has shape {tuple(x.shape)} but x0_latent has {tuple(x0_latent.shape)}")
+    for name, x in (("x0_latent", x0_latent), ("eps", eps), ("eps_pred", eps_pred)):
+        if not x.is_floating_point() or not torch.isfinite(x).all():
+            raise ValueError(f"{name} must be a finite floating-point tensor")
+    alpha_bar = torch.as_tensor(alpha_bar_t, dtype=x0_latent.dtype, device=x0_latent.device)
+    if alpha_bar.ndim == 1 and x0_latent.ndim >= 1 and alpha_bar.shape[0] == x0_latent.shape[0]:
+        alpha_bar = alpha_bar.reshape(-1, *([1] * (x0_latent.ndim - 1)))
+    elif alpha_bar.ndim != 0:
+        raise ValueError(f"alpha_bar_t must be a scalar or one value per sample, got shape {tuple(alpha_bar.shape)}")
+    if not torch.isfinite(alpha_bar).all() or not ((alpha_bar > 0) & (alpha_bar < 1)).all():
+        raise ValueError("alpha_bar_t must lie in the open interval (0, 1)")
+    z_t = alpha_bar.sqrt() * x0_latent + (1 - alpha_bar).sqrt() * eps
+    z0_pred = (z_t - (1 - alpha_bar).sqrt() * eps_pred) / alpha_bar.sqrt()
+    lhs = z0_pred - x0_latent
+    rhs = (1 - alpha_bar).sqrt() / alpha_bar.sqrt() * (eps - eps_pred)
+    scale = rhs.abs().max()
+    if scale == 0:
+        raise ValueError("eps_pred equals eps everywhere: both sides are zero and the residual is undefined")
+    return ((lhs - rhs).abs().max() / scale).item()
+
+
+def null_space_map(differences: torch.Tensor, m: int) -> torch.Tensor:
+    """Theorem 1's constructive ``W`` (via Lemma 2): the ``m`` least-excited right-singular directions of ``T``.
+
+    With ``T = U Σ V^*`` (rows of ``T`` = differences ``E(g) - E(o)``), the columns of ``V`` with the ``m``
+    smallest singular values (zero ones included when N < n) span a near-null space of ``T``, and
+    ``W = V[:, -m:]`` satisfies ``‖T W‖_F = sqrt(Σ of the m smallest σ_i²)``: Eq. 1 holds up to exactly that.
+    ``W`` has orthonormal columns, so it is full rank as Lemma 2 requires.
+
+    Args:
+        differences: (N, n) matrix ``T``.
+        m: number of output dimensions, ``1 <= m <= n``.
+
+    Returns:
+        (n, m) ``W``, in the dtype of ``T``.
+    """
+    _check_matrix(differences, "differences")
+    n = differences.shape[1]
+    if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= n:
+        raise ValueError(f"m must be an integer in [1, {n}] (the embedding dimension), got {m!r}")
+    _, _, vh = torch.linalg.svd(differences, full_matrices=True)
+    return vh[-m:].T.contiguous()
+
+
+def shrinkage(differences: torch.Tensor, origins: torch.Tensor, W: torch.Tensor | None = None) -> float:
+    """Relative size of the generation shift after the map: ``‖T W‖_F / ‖E_o W‖_F`` (Theorem 1, Eq. 1).
+
+    Eq. 1 asks for ``T W = 0`` while ``E_o W`` keeps the origins apart; this ratio measures how far a
+    given ``W`` is from that, independently of its scale. ``W = None`` is the identity: ``‖T‖_F / ‖E_o‖_F``.
+
+    Args:
+        differences: (N, n) ``T``, rows ``E(g) - E(o)``.
+        origins: (M, n) origin embeddings ``E_o`` (any rows, typically those of the pairs in ``T``).
+        W: (n, m) map, or ``None``.
+
+    Returns:
+        The ratio, a Python float.
+    """
+    _check_matrix(differences, "differences")
+    _check_matrix(origins, "origins", columns=differences.shape[1])
+    if W is None:
+        return (torch.linalg.norm(differences) / torch.linalg.norm(origins)).item()
+    _check_map(W, "W", differences.shape[1])
+    W = W.to(differences.dtype)
+    return (torch.linalg.norm(differences @ W) / torch.linalg.norm(origins.to(W.dtype) @ W)).item()
+
+
+def singular_value_cosine(W1: torch.Tensor, W2: torch.Tensor) -> float:
+    """Observation 1 (Eq. 4): ``cos φ = v_1 · v_2 / (‖v_1‖ ‖v_2‖)`` between the singular-value vectors.
+
+    ``v_i`` lists the singular values of ``W_i`` in decreasing order (the paper reports cos φ > 0.99 for
+    maps trained on different diffusion models). The cosine ignores a common scale ``α`` (``Σ_1 = α Σ_2``).
+
+    Args:
+        W1: (n, m) map.
+        W2: (n', m') map with ``min(n', m') = min(n, m)`` singular values.
+
+    Returns:
+        ``cos φ`` in [0, 1], a Python float.
+    """
+    _check_matrix(W1, "W1")
+    _check_matrix(W2, "W2")
+    v1 = torch.linalg.svdvals(W1.double())
+    v2 = torch.linalg.svdvals(W2.double())
+    if v1.shape != v2.shape:
+        raise ValueError(f"W1 has {v1.numel()} singular values but W2 has {v2.numel()}")
+    return F.cosine_similarity(v1, v2, dim=0).item()
+
+
+def generalisation_gap(T2: torch.Tensor, W1: torch.Tensor, W2: torch.Tensor) -> tuple[float, float]:
+    """Theorem 2 (Eq. 3): how nearly the other model's map ``W_1`` solves ``T_2 W = 0``, next to ``W_2``.
+
+    The proof (Eqs. 5-7) writes ``W_1 = α U_3 W_2 V_3`` with ``α`` the ratio of the singular values
+    (``Σ_1 = α Σ_2``) and bounds ``‖T_2 W_1‖ <= α ‖T_2 W_2‖ ‖M‖``. The scale ``α`` is removed here by
+    dividing each map by its Frobenius norm ``‖W_i‖_F = ‖v_i‖`` (so that ``α = 1``), and both norms are
+    divided by ``‖T_2‖_F`` to be scale free::
+
+        gap_i = ‖T_2 W_i‖_F / (‖T_2‖_F ‖W_i‖_F)   in [0, 1]
+
+    It is at most 1 (reached when every column of ``W_i`` lies along the top singular direction of
+    ``T_2`` and that direction holds all of it); a ``W`` with random isotropic columns gives about ``1/√n``.
+
+    Args:
+        T2: (N, n) differences ``E_1(g_2) - E_1(o)`` of the second diffusion model, one per row.
+        W1: (n, m1) map learned on the first model.
+        W2: (n, m2) map learned on the second model.
+
+    Returns:
+        ``(gap_1, gap_2)``: Theorem 2 predicts ``gap_1 ≈ gap_2 ≈ 0``.
+    """
+    _check_matrix(T2, "T2")
+    gaps = []
+    for name, W in (("W1", W1), ("W2", W2)):
+        _check_map(W, name, T2.shape[1])
+        W = W.to(T2.dtype)
+        gaps.append((torch.linalg.norm(T2 @ W) / (torch.linalg.norm(T2) * torch.linalg.norm(W))).item())
+    return gaps[0], gaps[1]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------------------
+
+
+def _default_init(linear: nn.Linear, generator: torch.Generator) -> None:
+    """``nn.Linear.reset_parameters`` for the weight (Kaiming-uniform, a = √5), drawn from ``generator``."""
+    nn.init.kaiming_uniform_(linear.weight, a=math.sqrt(5), generator=generator)
+
+
+def _check_dims(n: int, m: int) -> None:
+    for name, value in (("n", n), ("m", m)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if m > n:
+        raise ValueError(f"m = {m} exceeds n = {n}: the map must not raise the dimension")
+
+
+def _check_matrix(x: torch.Tensor, name: str, columns: int | None = None) -> None:
+    """Require a non-empty, finite, floating-point (rows, columns) tensor."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D torch tensor, got {getattr(x, 'shape', type(x).__name__)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be floating point, got dtype {x.dtype}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
+    if columns is not None and x.shape[1] != columns:
+        raise ValueError(f"{name} has {x.shape[1]} columns, expected {columns}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains nan or inf values")
+
+
+def _check_map(W: torch.Tensor, name: str, n: int) -> None:
+    """Require an (n, m) map with m <= n."""
+    _check_matrix(W, name)
+    if W.shape[0] != n:
+        raise ValueError(f"{name} has {W.shape[0]} rows but the embeddings have dimension {n}")
+    if W.shape[1] > n:
+        raise ValueError(f"{name} has m = {W.shape[1]} > n = {n} columns")
+
+
+def _check_labels(labels: torch.Tensor, rows: int, num_classes: int) -> None:
+    """Require (rows,) integer labels in [0, num_classes)."""
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.shape[0] != rows:
+        raise ValueError(f"labels must be a 1-D tensor of length {rows}, got {getattr(labels, 'shape', labels)}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
+    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}), got range [{labels.min()}, {labels.max()}]")
