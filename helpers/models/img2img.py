@@ -1,0 +1,492 @@
+"""Small text-guided image-to-image diffusion models: the generators of our own miniature OriPID.
+
+Wang et al., "Generalizable Origin Identification for Text-Guided Image-to-Image Diffusion Models"
+(ICML 2025) study queries made by Stable Diffusion's img2img mode (diffusers' default
+``AutoPipelineForImage2Image``) and prove that the VAE embedding of a translation and of its origin differ
+by a term in ε − ε_θ (Lemma 1). This module builds generators that follow the same recipe at 32×32:
+
+1. the origin, mapped from [0, 1] to [−1, 1], is encoded by a ``diffusers.AutoencoderKL`` into a
+   4×8×8 latent, which is multiplied by the generator's ``latent_scale`` (SD's 0.18215 plays this role);
+2. the scheduler is set to ``num_inference_steps``; img2img skips the first ``1 − strength`` of the
+   schedule, noises the latent to the first remaining timestep with ``scheduler.add_noise``;
+3. a class-conditioned ``UNet2DModel`` (ε-prediction) denoises it through the remaining timesteps with
+   ``scheduler.step``; the class label stands in for the text prompt, and there is no classifier-free
+   guidance;
+4. the latent is divided by ``latent_scale``, decoded and mapped back to [0, 1].
+
+A "prompt" is a style index: the denoiser is trained on VAE latents of images restyled by
+:func:`style_transform`, with the style as its label, so that translating with a prompt pulls an image
+towards that style. :data:`GENERATOR_SPECS` lists generators that differ in denoiser size and seed, in the
+styles their prompts name, in scheduler (DDPM, DDIM, Euler, DPM-Solver++) and in strength, as the seven
+diffusion models of OriPID's test set differ from the SD2 of its training set.
+
+Latents: :func:`encode` returns the unscaled posterior (mean, or a sample as the official ID² code's
+``latent_dist.sample()``), flattened to ``(N, n)`` — the embedding the paper's W acts on. The diffusion
+process works on ``latent_scale`` times the 4×h×w latent (:meth:`Img2ImgGenerator.latents`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    UNet2DModel,
+)
+
+from helpers.cache import Checkpoint
+from helpers.runtime import torch_generator
+from helpers.training import fit
+
+IMAGE_SIZE = 32
+LATENT_CHANNELS = 4
+# Stable Diffusion's noise schedule ("scaled_linear" betas over 1000 training timesteps).
+NOISE_SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+                  "beta_schedule": "scaled_linear"}
+SCHEDULERS = {
+    "DDPMScheduler": DDPMScheduler,
+    "DDIMScheduler": DDIMScheduler,
+    "EulerDiscreteScheduler": EulerDiscreteScheduler,
+    "DPMSolverMultistepScheduler": DPMSolverMultistepScheduler,
+}
+# As SD's scheduler configs: no clipping of the predicted latent (latents are not bounded like pixels).
+_SCHEDULER_EXTRAS = {"DDPMScheduler": {"clip_sample": False},
+                     "DDIMScheduler": {"clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1}}
+STYLE_NAMES = ("identity", "sepia", "posterise", "warm_blur", "negative")
+_SEPIA = torch.tensor([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]])
+_POSTERISE_LEVELS = 4
+_POSTERISE_CONTRAST = 1.6
+
+
+# ---------------------------------------------------------------------------------------------- VAE
+
+
+def make_vae(block_out_channels: Sequence[int] = (32, 64, 64), *, seed: int = 0) -> AutoencoderKL:
+    """A small ``AutoencoderKL`` for 32×32 RGB: three encoder blocks, two downsamplings → 4×8×8 latents.
+
+    Args:
+        block_out_channels: channels per block (three blocks, each a multiple of 16 for group norm).
+        seed: seeds the weight initialisation (the global generator is left untouched).
+    """
+    if len(block_out_channels) != 3 or any(c < 16 or c % 16 for c in block_out_channels):
+        raise ValueError(f"block_out_channels must be three multiples of 16, got {tuple(block_out_channels)}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoencoderKL(
+            in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
+            up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=tuple(block_out_channels),
+            layers_per_block=1, latent_channels=LATENT_CHANNELS, norm_num_groups=16, sample_size=IMAGE_SIZE,
+        )
+
+
+def load_pretrained_vae(path: str | Path) -> AutoencoderKL:
+    """``AutoencoderKL.from_pretrained(path)`` from a local folder only (never the network)."""
+    folder = Path(path)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"no AutoencoderKL at {folder}: expected a save_pretrained folder with config.json")
+    return AutoencoderKL.from_pretrained(folder, local_files_only=True)
+
+
+def encode(vae: AutoencoderKL, x: torch.Tensor, generator: torch.Generator | None = None,
+           sample: bool = False) -> torch.Tensor:
+    """Flattened VAE embedding ``E(x)``, unscaled, as the paper's W sees it.
+
+    Args:
+        vae: the autoencoder.
+        x: ``(N, 3, S, S)`` images in [0, 1] (mapped to [−1, 1] as SD and the ID² code do).
+        generator: draws the posterior sample when ``sample``.
+        sample: ``latent_dist.sample()`` as the official ID² code (stochastic); otherwise the posterior mean.
+
+    Returns:
+        ``(N, C·h·w)`` latents (4096 for SD2 at 256²; 256 here at 32²).
+    """
+    _check_images(x, vae.config.sample_size)
+    return _posterior_latents(vae, x, generator, sample).flatten(1)
+
+
+def decode(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1], ``(N, 3, S, S)``, from unscaled latents ``(N, C, h, w)`` or flattened ``(N, C·h·w)``."""
+    if latents.dim() == 2:
+        side = vae.config.sample_size // 2 ** (len(vae.config.block_out_channels) - 1)
+        latents = latents.reshape(len(latents), vae.config.latent_channels, side, side)
+    return ((vae.decode(latents).sample + 1) / 2).clamp(0, 1)
+
+
+def vae_loss(vae: AutoencoderKL, x: torch.Tensor, generator: torch.Generator,
+             kl_weight: float = 1e-6) -> tuple[torch.Tensor, dict[str, float]]:
+    """Reconstruction MSE (on [−1, 1] pixels) + ``kl_weight`` × KL(q(z|x) ‖ N(0, I)) summed over latent dims.
+
+    SD weighs its summed KL by 1e-6 against summed pixel errors; on a per-pixel mean that is ~3e-10 at 32², so
+    the default 1e-6 here is already stronger, enough to keep latents bounded without collapsing the posterior.
+
+    Args:
+        vae: the autoencoder (a :func:`helpers.training.fit` model).
+        x: ``(N, 3, S, S)`` batch in [0, 1].
+        generator: draws the posterior sample.
+        kl_weight: weight of the mean per-image KL.
+    """
+    target = 2 * x - 1
+    posterior = vae.encode(target).latent_dist
+    reconstruction = vae.decode(posterior.sample(generator)).sample
+    mse = F.mse_loss(reconstruction, target)
+    kl = posterior.kl().mean()
+    return mse + kl_weight * kl, {"mse": mse.item(), "kl": kl.item()}
+
+
+def train_vae(images: torch.Tensor, *, seed: int, num_steps: int, device: torch.device | str = "cpu",
+              checkpoint: Checkpoint | None = None, batch_size: int = 32, lr: float = 1e-3,
+              kl_weight: float = 1e-6, block_out_channels: Sequence[int] = (32, 64, 64)) -> AutoencoderKL:
+    """Train :func:`make_vae` on ``images`` ``(M, 3, 32, 32)`` in [0, 1] with :func:`vae_loss`; returns it frozen."""
+    _check_images(images, IMAGE_SIZE)
+    vae = make_vae(block_out_channels, seed=seed).to(device)
+    data = images.to(device)
+
+    def make_batch(step: int, generator: torch.Generator) -> torch.Tensor:
+        return data[torch.randint(len(data), (batch_size,), generator=generator).to(device)]
+
+    fit(vae, torch.optim.Adam(vae.parameters(), lr=lr), functools.partial(vae_loss, kl_weight=kl_weight),
+        make_batch, num_steps, seed=seed, checkpoint=checkpoint, desc="vae")
+    return vae.requires_grad_(False)
+
+
+# -------------------------------------------------------------------------------------- denoiser
+
+
+def make_unet(num_prompts: int, block_out_channels: Sequence[int] = (32, 64), *, seed: int = 0) -> UNet2DModel:
+    """A class-conditioned ε-prediction ``UNet2DModel`` on 4×8×8 latents; a class is a prompt.
+
+    Args:
+        num_prompts: number of prompts (class embeddings).
+        block_out_channels: channels of the two resolution levels (multiples of 16); attention at 4×4.
+        seed: seeds the weight initialisation.
+    """
+    if num_prompts < 1:
+        raise ValueError(f"num_prompts must be >= 1, got {num_prompts}")
+    if len(block_out_channels) != 2 or any(c < 16 or c % 16 for c in block_out_channels):
+        raise ValueError(f"block_out_channels must be two multiples of 16, got {tuple(block_out_channels)}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return UNet2DModel(
+            sample_size=IMAGE_SIZE // 4, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS,
+            block_out_channels=tuple(block_out_channels), layers_per_block=1,
+            down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+            num_class_embeds=num_prompts, norm_num_groups=16, attention_head_dim=8,
+        )
+
+
+def make_scheduler(name: str):
+    """A fresh scheduler ``name`` (a key of :data:`SCHEDULERS`) on :data:`NOISE_SCHEDULE`."""
+    if name not in SCHEDULERS:
+        raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {name!r}")
+    return SCHEDULERS[name](**NOISE_SCHEDULE, **_SCHEDULER_EXTRAS.get(name, {}))
+
+
+def denoiser_loss(unet: UNet2DModel, scheduler: DDPMScheduler, latents: torch.Tensor, labels: torch.Tensor,
+                  generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+    """DDPM ε-prediction loss ‖ε − ε_θ(√ᾱ_t z₀ + √(1−ᾱ_t) ε, t, c)‖², t uniform over the training timesteps.
+
+    Args:
+        unet: the denoiser.
+        scheduler: supplies ᾱ_t (``add_noise``) and the number of training timesteps.
+        latents: ``(N, C, h, w)`` diffusion-space latents z₀ (already multiplied by ``latent_scale``).
+        labels: ``(N,)`` prompt indices.
+        generator: draws t and ε (on the CPU, then moved, so CPU and GPU runs agree).
+    """
+    n, device = len(latents), latents.device
+    timesteps = torch.randint(scheduler.config.num_train_timesteps, (n,), generator=generator).to(device)
+    noise = torch.randn(latents.shape, generator=generator).to(device)
+    prediction = unet(scheduler.add_noise(latents, noise, timesteps), timesteps, class_labels=labels).sample
+    return F.mse_loss(prediction, noise), {}
+
+
+# ------------------------------------------------------------------------------------- generator
+
+
+@dataclass(frozen=True, eq=False)
+class Img2ImgGenerator:
+    """A latent img2img diffusion model in SD's mould, without classifier-free guidance.
+
+    Attributes:
+        vae: encoder/decoder of 32×32 images.
+        unet: class-conditioned ε-prediction denoiser; ``num_class_embeds`` prompts.
+        scheduler: a key of :data:`SCHEDULERS`.
+        strength: fraction of the inference schedule that is run, in (0, 1]; 1 starts from (almost) pure noise.
+        num_inference_steps: length of the full inference schedule.
+        latent_scale: multiplies VAE latents before diffusion (SD: 0.18215), making them about unit variance.
+        sample_posterior: encode origins with a posterior sample (as diffusers) rather than its mean.
+    """
+
+    vae: AutoencoderKL
+    unet: UNet2DModel
+    scheduler: str = "DDIMScheduler"
+    strength: float = 0.6
+    num_inference_steps: int = 10
+    latent_scale: float = 1.0
+    sample_posterior: bool = False
+
+    def __post_init__(self):
+        make_scheduler(self.scheduler)
+        if not 0 < self.strength <= 1:
+            raise ValueError(f"strength must be in (0, 1], got {self.strength}")
+        if self.num_inference_steps < 1 or self.latent_scale <= 0:
+            raise ValueError(f"num_inference_steps and latent_scale must be positive, got "
+                             f"{self.num_inference_steps}, {self.latent_scale}")
+
+    @property
+    def num_prompts(self) -> int:
+        return self.unet.config.num_class_embeds
+
+    def latents(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Diffusion-space latents ``latent_scale · E(x)``, ``(N, C, h, w)``, of images ``(N, 3, 32, 32)``."""
+        _check_images(images, self.vae.config.sample_size)
+        return self.latent_scale * _posterior_latents(self.vae, images, generator, self.sample_posterior)
+
+    def timesteps(self, scheduler=None) -> torch.Tensor:
+        """The timesteps img2img runs: the last ``strength`` of the inference schedule (diffusers' rule).
+
+        ``scheduler`` (default: a fresh one) is set to the schedule and to its begin index.
+        """
+        scheduler = make_scheduler(self.scheduler) if scheduler is None else scheduler
+        scheduler.set_timesteps(self.num_inference_steps)
+        kept = min(int(self.num_inference_steps * self.strength), self.num_inference_steps)
+        start = (self.num_inference_steps - kept) * scheduler.order
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(start)
+        return scheduler.timesteps[start:]
+
+    @torch.no_grad()
+    def translate(self, images: torch.Tensor, prompts: torch.Tensor | Sequence[int], seed: int) -> torch.Tensor:
+        """Translate ``images`` under ``prompts``: encode, noise to ``strength``, denoise, decode.
+
+        When ``strength · num_inference_steps < 1`` no step is left and the result is ``D(E(x))``.
+
+        Args:
+            images: ``(N, 3, 32, 32)`` origins in [0, 1].
+            prompts: ``(N,)`` prompt indices in ``[0, num_prompts)``.
+            seed: seeds the posterior sample, the added noise and the scheduler's own noise.
+
+        Returns:
+            ``(N, 3, 32, 32)`` translations in [0, 1], on the images' device.
+        """
+        labels = self._labels(prompts, len(images), images.device)
+        generator = torch_generator(seed)
+        scheduler = make_scheduler(self.scheduler)
+        timesteps = self.timesteps(scheduler)
+        latents = self.latents(images, generator)
+        if len(timesteps):
+            noise = torch.randn(latents.shape, generator=generator).to(latents.device)
+            latents = scheduler.add_noise(latents, noise, timesteps[:1].repeat(len(latents)))
+        for t in timesteps:
+            model_input = scheduler.scale_model_input(latents, t)
+            eps = self.unet(model_input, t.expand(len(latents)).to(latents.device), class_labels=labels).sample
+            latents = scheduler.step(eps, t, latents, generator=generator).prev_sample
+        return decode(self.vae, latents / self.latent_scale)
+
+    def _labels(self, prompts: torch.Tensor | Sequence[int], n: int, device: torch.device) -> torch.Tensor:
+        labels = torch.as_tensor(prompts, dtype=torch.long).to(device)
+        if labels.shape != (n,):
+            raise ValueError(f"prompts must have shape ({n},), got {tuple(labels.shape)}")
+        if n and (labels.min() < 0 or labels.max() >= self.num_prompts):
+            raise ValueError(f"prompts must lie in [0, {self.num_prompts}), got {labels.min()}..{labels.max()}")
+        return labels
+
+
+class Lemma1Inputs(NamedTuple):
+    """What Lemma 1 is stated in: x̂₀ − x₀ = √(1−ᾱ_t)/√ᾱ_t · (ε − ε_θ(x_t, t, c)).
+
+    Attributes:
+        x0: ``(N, C, h, w)`` diffusion-space origin latents.
+        eps: ``(N, C, h, w)`` the noise added, x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε.
+        eps_pred: ``(N, C, h, w)`` the denoiser's estimate ε_θ(x_t, t, c).
+        alpha_bar: ``()`` ᾱ_t.
+    """
+
+    x0: torch.Tensor
+    eps: torch.Tensor
+    eps_pred: torch.Tensor
+    alpha_bar: torch.Tensor
+
+
+@torch.no_grad()
+def lemma1_inputs(generator: Img2ImgGenerator, x0: torch.Tensor, prompts: torch.Tensor | Sequence[int], *,
+                  seed: int, timestep: int | None = None) -> Lemma1Inputs:
+    """Noise ``x0`` to one timestep and ask the denoiser for ε, for a check of Lemma 1.
+
+    Args:
+        generator: the img2img model.
+        x0: ``(N, C, h, w)`` diffusion-space latents (:meth:`Img2ImgGenerator.latents`).
+        prompts: ``(N,)`` prompt indices.
+        seed: seeds ε.
+        timestep: training timestep t in ``[0, num_train_timesteps)``; default: the first timestep of the
+            generator's img2img schedule (where its translation starts).
+    """
+    num_train = NOISE_SCHEDULE["num_train_timesteps"]
+    if timestep is None:
+        schedule = generator.timesteps()
+        if not len(schedule):
+            raise ValueError("the generator's strength leaves no timestep; pass timestep explicitly")
+        timestep = int(schedule[0])
+    if not 0 <= timestep < num_train:
+        raise ValueError(f"timestep must be in [0, {num_train}), got {timestep}")
+    labels = generator._labels(prompts, len(x0), x0.device)
+    alpha_bar = make_scheduler("DDPMScheduler").alphas_cumprod[timestep].to(x0.device, x0.dtype)
+    eps = torch.randn(x0.shape, generator=torch_generator(seed)).to(x0.device)
+    x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps
+    t = torch.full((len(x0),), timestep, device=x0.device)
+    return Lemma1Inputs(x0, eps, generator.unet(x_t, t, class_labels=labels).sample, alpha_bar)
+
+
+# ---------------------------------------------------------------------------------------- styles
+
+
+def style_transform(images: torch.Tensor, style_ids: torch.Tensor | Sequence[int]) -> torch.Tensor:
+    """Restyle each image by its style (the "prompt" a denoiser learns), see :data:`STYLE_NAMES`.
+
+    0 identity; 1 sepia (the classic 3×3 colour matrix); 2 posterise (contrast ×1.6 about 0.5, then 4 grey
+    levels per channel); 3 warm blur (3×3 box blur, red ×1.15, blue ×0.8); 4 negative (1 − x).
+
+    Args:
+        images: ``(N, 3, S, S)`` in [0, 1].
+        style_ids: ``(N,)`` indices into :data:`STYLE_NAMES`.
+
+    Returns:
+        ``(N, 3, S, S)`` in [0, 1].
+    """
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must have shape (N, 3, S, S), got {tuple(images.shape)}")
+    ids = torch.as_tensor(style_ids, dtype=torch.long).to(images.device)
+    if ids.shape != (len(images),) or (len(ids) and (ids.min() < 0 or ids.max() >= len(STYLE_NAMES))):
+        raise ValueError(f"style_ids must be {len(images)} indices in [0, {len(STYLE_NAMES)}), got {ids.tolist()}")
+    sepia = torch.einsum("oc,nchw->nohw", _SEPIA.to(images), images)
+    contrasted = (_POSTERISE_CONTRAST * (images - 0.5) + 0.5).clamp(0, 1)
+    posterised = torch.round(contrasted * (_POSTERISE_LEVELS - 1)) / (_POSTERISE_LEVELS - 1)
+    blurred = F.avg_pool2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    warm = blurred * torch.tensor([1.15, 1.0, 0.8], device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    styled = torch.stack([images, sepia, posterised, warm, 1 - images])  # (styles, N, 3, S, S)
+    return styled[ids, torch.arange(len(images), device=images.device)].clamp(0, 1)
+
+
+# ------------------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """How one generator of the family differs from the others.
+
+    Attributes:
+        name: label used in figures and tables.
+        scheduler: a key of :data:`SCHEDULERS`.
+        strength: img2img strength in (0, 1].
+        num_inference_steps: length of the inference schedule.
+        styles: prompt k of this generator means style ``styles[k]`` (indices into :data:`STYLE_NAMES`).
+        channels: the denoiser's ``block_out_channels``.
+        seed_offset: added to the training seed, so generators with equal knobs still differ.
+    """
+
+    name: str
+    scheduler: str
+    strength: float
+    num_inference_steps: int = 10
+    styles: tuple[int, ...] = (0, 1, 2, 3)
+    channels: tuple[int, int] = (32, 64)
+    seed_offset: int = 0
+
+    def __post_init__(self):
+        make_scheduler(self.scheduler)
+        if not 0 < self.strength <= 1:
+            raise ValueError(f"strength must be in (0, 1], got {self.strength}")
+        if not self.styles or any(not 0 <= s < len(STYLE_NAMES) for s in self.styles):
+            raise ValueError(f"styles must be indices into STYLE_NAMES, got {self.styles}")
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "scheduler": self.scheduler, "strength": self.strength,
+                "num_inference_steps": self.num_inference_steps, "styles": list(self.styles),
+                "channels": list(self.channels), "seed_offset": self.seed_offset}
+
+
+# The first plays OriPID's SD2 (the generator W is trained on); the others are the "unseen" models.
+GENERATOR_SPECS = (
+    GeneratorSpec("ddim-base", "DDIMScheduler", 0.6),
+    GeneratorSpec("ddpm-strong", "DDPMScheduler", 0.8, num_inference_steps=20, styles=(4, 1, 3, 0), seed_offset=1),
+    GeneratorSpec("euler-wide", "EulerDiscreteScheduler", 0.7, styles=(2, 3, 4, 1), channels=(48, 96),
+                  seed_offset=2),
+    GeneratorSpec("dpm-small", "DPMSolverMultistepScheduler", 0.5, styles=(3, 2, 1, 4), channels=(16, 32),
+                  seed_offset=3),
+)
+
+
+def train_generator(spec: GeneratorSpec, vae: AutoencoderKL, images: torch.Tensor, *, seed: int, num_steps: int,
+                    device: torch.device | str = "cpu", checkpoint: Checkpoint | None = None,
+                    batch_size: int = 32, lr: float = 1e-3) -> Img2ImgGenerator:
+    """Train the denoiser of ``spec`` on VAE latents of styled images and wrap it as a generator.
+
+    Every image is restyled with each of the spec's styles and encoded once (posterior mean and standard
+    deviation); a batch draws images, prompts and a posterior sample with the step's generator.
+    ``latent_scale`` is 1 / std of the identity-styled latent means, as SD's 0.18215 was derived.
+
+    Args:
+        spec: the generator's knobs.
+        vae: a trained, frozen autoencoder (shared by the family, or the generator's own).
+        images: ``(M, 3, 32, 32)`` training origins in [0, 1].
+        seed: training seed (plus ``spec.seed_offset``) for initialisation and batches.
+        num_steps: optimisation steps.
+        device: where to train.
+        checkpoint: resume point (see :func:`helpers.cache.load_or_train`).
+        batch_size: latents per step.
+        lr: Adam learning rate.
+    """
+    _check_images(images, vae.config.sample_size)
+    seed = seed + spec.seed_offset
+    vae = vae.to(device).requires_grad_(False)
+    data = images.to(device)
+    with torch.no_grad():
+        scale = 1 / _posterior_latents(vae, data, None, False).std().item()
+        posteriors = [vae.encode(2 * style_transform(data, [style] * len(data)) - 1).latent_dist
+                      for style in spec.styles]
+    means = scale * torch.stack([p.mean for p in posteriors])  # (prompts, M, C, h, w)
+    stds = scale * torch.stack([p.std for p in posteriors])
+    unet = make_unet(len(spec.styles), spec.channels, seed=seed).to(device)
+    scheduler = make_scheduler("DDPMScheduler")
+
+    def make_batch(step: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.randint(len(data), (batch_size,), generator=generator).to(device)
+        prompt = torch.randint(len(spec.styles), (batch_size,), generator=generator).to(device)
+        noise = torch.randn((batch_size, *means.shape[2:]), generator=generator).to(device)
+        return means[prompt, index] + stds[prompt, index] * noise, prompt
+
+    def loss_fn(model, batch, generator):
+        return denoiser_loss(model, scheduler, *batch, generator)
+
+    fit(unet, torch.optim.Adam(unet.parameters(), lr=lr), loss_fn, make_batch, num_steps, seed=seed,
+        checkpoint=checkpoint, desc=spec.name)
+    return Img2ImgGenerator(vae, unet.requires_grad_(False), spec.scheduler, spec.strength, spec.num_inference_steps,
+                            latent_scale=scale)
+
+
+# --------------------------------------------------------------------------------------- private
+
+
+def _posterior_latents(vae: AutoencoderKL, x: torch.Tensor, generator: torch.Generator | None,
+                       sample: bool) -> torch.Tensor:
+    posterior = vae.encode(2 * x - 1).latent_dist
+    if not sample:
+        return posterior.mean
+    if generator is None:
+        raise ValueError("sample=True needs a generator (randomness only through explicit generators)")
+    return posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator).to(x.device)
+
+
+def _check_images(x: torch.Tensor, size: int) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != (3, size, size):
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"images must be a tensor of shape (N, 3, {size}, {size}), got {shape}")
