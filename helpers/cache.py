@@ -12,6 +12,7 @@ the whole ``helpers`` package), so a change of code never serves a stale result.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import io
 import json
@@ -27,6 +28,7 @@ import torch
 from helpers.paths import cache_dir, write_atomic
 
 MAGIC = b"WBCACHE1"
+_PACKAGE = Path(__file__).resolve().parent
 _DIGEST_SIZE = hashlib.sha256().digest_size
 
 
@@ -35,17 +37,49 @@ class CorruptCacheError(RuntimeError):
 
 
 def code_version(modules: Iterable[ModuleType] | None = None) -> str:
-    """SHA-256 (hex, 16 chars) of the source files of ``modules``; default: every file of ``helpers``."""
-    if modules is None:
-        package = Path(__file__).resolve().parent
-        files = sorted(package.rglob("*.py"))
-    else:
-        files = sorted(Path(m.__file__).resolve() for m in modules)
+    """SHA-256 (hex, 16 chars) of the source files a result depends on.
+
+    ``modules=None`` hashes every file of ``helpers``; otherwise the given modules and every ``helpers`` module
+    they import, directly or through others (see :func:`dependency_files`).
+    """
+    files = sorted(_PACKAGE.rglob("*.py")) if modules is None else dependency_files(modules)
     digest = hashlib.sha256()
     for path in files:
-        digest.update(path.name.encode())
+        digest.update(str(path.relative_to(_PACKAGE)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def dependency_files(modules: Iterable[ModuleType]) -> list[Path]:
+    """The source files of ``modules`` and of every ``helpers`` module they import, transitively, sorted."""
+    seen: set[Path] = set()
+    pending = [Path(module.__file__).resolve() for module in modules]
+    while pending:
+        path = pending.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            pending += [found for name in names if (found := _module_file(name)) is not None]
+    return sorted(seen)
+
+
+def _module_file(dotted: str) -> Path | None:
+    """The file of module ``helpers.x.y`` (a module or a package's ``__init__``); None for anything else."""
+    parts = dotted.split(".")
+    if parts[0] != "helpers":
+        return None
+    candidate = _PACKAGE.joinpath(*parts[1:])
+    for path in (candidate.with_suffix(".py"), candidate / "__init__.py"):
+        if path.is_file():
+            return path.resolve()
+    return None
 
 
 def cache_key(key: str | Mapping[str, Any], modules: Iterable[ModuleType] | None = None) -> str:

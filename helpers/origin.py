@@ -275,7 +275,7 @@ def train_map(
     labels = labels.detach().to(parameter.device, torch.int64)
     with torch.no_grad():
         m = model(embeddings[:1]).shape[1]
-    head = _ProxyClassifier(m, num_classes, loss, torch_generator(seed, _INIT_STREAM)).to(parameter)
+    head = _ProxyClassifier(m, num_classes, loss, torch_generator(seed, _INIT_STREAM + 1)).to(parameter)
     trainee = _Trainee(model, head)
     optimizer = torch.optim.Adam(trainee.parameters(), lr=lr, weight_decay=0.0)
 

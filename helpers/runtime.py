@@ -6,6 +6,7 @@ generators so that third-party code called from a notebook is reproducible too.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from dataclasses import dataclass
@@ -37,6 +38,15 @@ def torch_generator(seed: int, stream: int = 0) -> torch.Generator:
     """A CPU ``torch.Generator`` seeded from ``(seed, stream)`` through numpy's SeedSequence."""
     state = np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)[0]
     return torch.Generator().manual_seed(int(state))
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Run the block (e.g. building a model, whose initialisers draw from torch's global generator) with
+    the global generator seeded by ``seed``, and restore its previous state afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def select_device(name: str = "auto") -> torch.device:

@@ -12,6 +12,7 @@ import hashlib
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from helpers.data.factors import FactorGrid, coarsen
 from helpers.data.loaders import load_dsprites_npz
 from helpers.metrics._common import Represent, sklearn_seed
 from helpers.models.vae import VAE, VAEConfig, beta_vae_loss, group_vae_loss
+from helpers.runtime import seeded
 from helpers.training import fit
 
 DATASET_NAMES = ("dsprites", "color_dsprites", "noisy_dsprites", "shapes3d", "realistic")
@@ -44,6 +46,7 @@ class FactorDataset:
             nuisance of datasets that have some (noise, photographic textures and backgrounds).
         image_size: S.
         family: ``"dsprites"`` for dSprites and the sets that reuse its factors, ``"shapes3d"`` otherwise.
+        identity: everything the images depend on (name, size, grid, strides, real data file), for cache keys.
     """
 
     name: str
@@ -51,6 +54,7 @@ class FactorDataset:
     render: Callable[[np.ndarray, np.random.Generator], np.ndarray]
     image_size: int
     family: str
+    identity: dict
 
     def shared_factors(self, other: FactorDataset) -> list[int]:
         """Indices of this dataset's factors that ``other`` has too (same family and name)."""
@@ -90,21 +94,34 @@ def make_dataset(name: str, image_size: int, keep: dict[str, int] | None = None,
     def render(factors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return render_full(grid.validate(factors) * strides, rng)
 
-    return FactorDataset(name=name, grid=grid, render=render, image_size=image_size, family=family)
+    identity = {"name": name, "image_size": image_size, "sizes": grid.sizes, "strides": strides.tolist(),
+                "real_data": _file_identity(dsprites_npz) if name == "dsprites" and dsprites_npz else None}
+    return FactorDataset(name=name, grid=grid, render=render, image_size=image_size, family=family,
+                         identity=identity)
+
+
+def _file_identity(path: str) -> dict:
+    """A data file's path, size and modification time (hashing gigabytes for a cache key would be slow)."""
+    stat = Path(path).stat()
+    return {"path": str(Path(path).resolve()), "bytes": stat.st_size, "mtime": int(stat.st_mtime)}
 
 
 def _real_dsprites_renderer(path: str, image_size: int):
     """Look-up of the real dSprites images by factor row (the archive holds the whole grid)."""
     if image_size != 64:
         raise ValueError(f"the real dSprites images are 64 px; set the image size to 64, not {image_size}")
-    images, factors = load_dsprites_npz(path)
+    images, factors = load_dsprites_npz(path, as_float=False)
     if len(images) != dsprites.GRID.num_combinations:
         raise ValueError(f"{path}: expected the full grid of {dsprites.GRID.num_combinations} images")
-    by_index = np.empty_like(images)
-    by_index[np.ravel_multi_index(factors.T, dsprites.FACTOR_SIZES)] = images
+    order = np.ravel_multi_index(factors.T, dsprites.FACTOR_SIZES)
+    if not np.array_equal(order, np.arange(len(order))):  # the official file is already in grid order
+        by_index = np.empty_like(images)
+        by_index[order] = images
+        images = by_index
 
     def render(f: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return dsprites.to_rgb(by_index[np.ravel_multi_index(f.T, dsprites.FACTOR_SIZES)])
+        rows = np.ravel_multi_index(f.T, dsprites.FACTOR_SIZES)
+        return dsprites.to_rgb(images[rows].astype(np.float32))
 
     return render
 
@@ -240,11 +257,11 @@ def train_vae(dataset: FactorDataset, method: str, settings: TrainSettings, seed
         ``{"state": state dict (CPU), "history": {log: [value per step]}, "image_size": S}``.
     """
     key = {"name": f"vae-{dataset.name}-{method}{'-' + tag if tag else ''}", "settings": asdict(settings),
-           "seed": seed, "image_size": dataset.image_size, "init": _fingerprint(init)}
+           "seed": seed, "dataset": dataset.identity, "init": _fingerprint(init)}
 
     def train(checkpoint):
-        torch.manual_seed(seed)
-        model = build_vae(settings, dataset.image_size)
+        with seeded(seed):
+            model = build_vae(settings, dataset.image_size)
         if init is not None:
             model.load_state_dict(init["state"])
         model.to(device)
@@ -255,13 +272,7 @@ def train_vae(dataset: FactorDataset, method: str, settings: TrainSettings, seed
         state = {name: value.cpu() for name, value in model.state_dict().items()}
         return {"state": state, "history": history, "image_size": dataset.image_size}
 
-    return load_or_train(key, train, resumable=True, modules=_TRAINING_CODE)
-
-
-# The code a trained VAE depends on: a change elsewhere in helpers (metrics, plotting, …) keeps the cache.
-_TRAINING_CODE = tuple(sys.modules[name] for name in (
-    __name__, "helpers.models.vae", "helpers.training", "helpers.data.dsprites", "helpers.data.shapes3d",
-    "helpers.data.realistic", "helpers.data.images", "helpers.data.factors", "helpers.data.loaders"))
+    return load_or_train(key, train, resumable=True, modules=[sys.modules[__name__]])
 
 
 def load_vae(entry: dict, settings: TrainSettings, device: str) -> VAE:
@@ -349,8 +360,9 @@ def evaluate(grid: FactorGrid, represent: Represent, rng: np.random.Generator, s
             values[name] = metrics.sap_score(grid, represent, rng, num_train=n, num_test=half)["SAP_score"]
         else:
             values[name] = metrics.modularity_score(grid, represent, rng, num_train=n)["modularity_score"]
-    return {"omes": metrics.omes(pairs), "sweep": metrics.omes_alpha_sweep(pairs), "peers": values,
-            "pairs": pairs}
+    sweep = metrics.omes_alpha_sweep(pairs)  # α = 0, 0.1, …, 1: R is computed once
+    default = next(result for result in sweep if result.alpha == 0.5)
+    return {"omes": default, "sweep": sweep, "peers": values, "pairs": pairs}
 
 
 def factor_accuracy(codes: np.ndarray, factors: np.ndarray, rng: np.random.Generator, classifier: str = "gbt",

@@ -73,3 +73,13 @@ def test_none_result_and_unhashable_key_are_errors(tmp_path):
         cache.load_or_train("nothing", lambda: None, directory=tmp_path)
     with pytest.raises(TypeError, match="cannot be hashed reproducibly"):
         cache.cache_key({"fn": object()})
+
+
+def test_code_dependencies_follow_imports():
+    from helpers import training, transfer
+
+    names = {path.name for path in cache.dependency_files([training])}
+    assert names == {"training.py", "cache.py", "runtime.py", "paths.py"}
+    names = {path.name for path in cache.dependency_files([transfer])}
+    assert {"transfer.py", "vae.py", "dsprites.py", "factors.py", "omes.py", "runtime.py"} <= names
+    assert "results.py" not in names and "plotting.py" not in names

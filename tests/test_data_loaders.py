@@ -127,3 +127,13 @@ def test_load_shapes3d_h5_rejects_other_files(tmp_path):
     text.write_text("not hdf5")
     with pytest.raises(ValueError, match="not a readable HDF5"):
         loaders.load_shapes3d_h5(text)
+
+
+def test_load_dsprites_npz_can_keep_uint8(tmp_path):
+    path = tmp_path / "dsprites.npz"
+    _write_dsprites(path)
+    as_float, factors = loaders.load_dsprites_npz(path)
+    as_bytes, same_factors = loaders.load_dsprites_npz(path, as_float=False)
+    assert as_bytes.dtype == np.uint8 and as_float.dtype == np.float32
+    np.testing.assert_array_equal(as_bytes, as_float)
+    np.testing.assert_array_equal(factors, same_factors)

@@ -64,18 +64,40 @@ def test_known_answers_have_the_structure_they_claim():
 
 @pytest.mark.parametrize("method", transfer.METHODS)
 def test_training_is_cached_deterministic_and_fine_tunable(tmp_path, monkeypatch, method):
-    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
     dataset = transfer.make_dataset("dsprites", 16, KEEP)
     settings = transfer.TrainSettings(steps=3, batch_size=4, lr=1e-3, widths=(4, 4, 8), checkpoint_every=2)
-    first = transfer.train_vae(dataset, method, settings, seed=0, device="cpu")
-    again = transfer.train_vae(dataset, method, settings, seed=0, device="cpu")
-    assert len(first["history"]["loss"]) == 3
+    entries = []
+    for folder in ("first", "second"):  # two empty caches: the second run trains again
+        monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / folder))
+        entries.append(transfer.train_vae(dataset, method, settings, seed=0, device="cpu"))
+    first, again = entries
+    assert len(first["history"]["loss"]) == 3 and first["history"] == again["history"]
     assert all(torch.equal(first["state"][k], again["state"][k]) for k in first["state"])
+    cached = transfer.train_vae(dataset, method, settings, seed=0, device="cpu")
+    assert all(torch.equal(again["state"][k], cached["state"][k]) for k in again["state"])
     tuned = transfer.train_vae(dataset, "beta_vae", settings, seed=0, device="cpu", init=first, tag="ft")
     assert any(not torch.equal(first["state"][k], tuned["state"][k]) for k in first["state"])
-    assert len(list(tmp_path.glob("*.pt"))) == 2 and not list(tmp_path.glob("*.ckpt"))
+    assert len(list((tmp_path / "second").glob("*.pt"))) == 2 and not list(tmp_path.rglob("*.ckpt"))
     with pytest.raises(ValueError, match="unknown method"):
         transfer.vae_loss_and_batches(dataset, "factor_vae", settings, "cpu")
+
+
+def test_cache_key_tells_datasets_apart(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    settings = transfer.TrainSettings(steps=1, batch_size=2, widths=(4, 4, 8))
+    for keep in (KEEP, {}):
+        transfer.train_vae(transfer.make_dataset("dsprites", 16, keep), "beta_vae", settings, 0, "cpu")
+    assert len(list(tmp_path.glob("*.pt"))) == 2
+
+
+def test_training_leaves_the_global_generator_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    transfer.train_vae(transfer.make_dataset("dsprites", 16, KEEP), "beta_vae",
+                       transfer.TrainSettings(steps=1, batch_size=2, widths=(4, 4, 8)), 0, "cpu")
+    assert torch.equal(torch.rand(3), expected)
 
 
 def test_evaluate_on_target_reports_every_number():

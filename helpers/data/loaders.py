@@ -21,7 +21,9 @@ PathLike = str | os.PathLike
 _VALUE_TOLERANCE = 1e-3
 
 
-def load_dsprites_npz(path: PathLike, indices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_dsprites_npz(
+    path: PathLike, indices: np.ndarray | None = None, as_float: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Images and factor classes from ``dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz``.
 
     The archive holds ``imgs`` (737280, 64, 64) uint8 in {0, 1} and ``latents_classes`` (737280, 6)
@@ -32,9 +34,10 @@ def load_dsprites_npz(path: PathLike, indices: np.ndarray | None = None) -> tupl
     Args:
         path: the .npz file.
         indices: (m,) int rows to return; all rows when None.
+        as_float: return float32 images; False keeps the file's uint8 (the whole set as float32 is 12 GB).
 
     Returns:
-        ``(images, factors)``: images (m, H, W) float32 in {0, 1}; factors (m, 5) int64 in
+        ``(images, factors)``: images (m, H, W) float32 (or uint8) in {0, 1}; factors (m, 5) int64 in
         ``dsprites.FACTOR_NAMES`` order.
     """
     path = _existing(path)
@@ -66,7 +69,7 @@ def load_dsprites_npz(path: PathLike, indices: np.ndarray | None = None) -> tupl
         factors = dsprites.GRID.validate(classes[:, 1:])
     except ValueError as err:
         raise ValueError(f"{path}: latents_classes: {err}") from err
-    return imgs.astype(np.float32), factors
+    return (imgs.astype(np.float32) if as_float else imgs), factors
 
 
 def load_shapes3d_h5(path: PathLike, indices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

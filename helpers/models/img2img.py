@@ -45,7 +45,7 @@ from diffusers import (
 )
 
 from helpers.cache import Checkpoint
-from helpers.runtime import torch_generator
+from helpers.runtime import seeded, torch_generator
 from helpers.training import fit
 
 IMAGE_SIZE = 32
@@ -80,8 +80,7 @@ def make_vae(block_out_channels: Sequence[int] = (32, 64, 64), *, seed: int = 0)
     """
     if len(block_out_channels) != 3 or any(c < 16 or c % 16 for c in block_out_channels):
         raise ValueError(f"block_out_channels must be three multiples of 16, got {tuple(block_out_channels)}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         return AutoencoderKL(
             in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
             up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=tuple(block_out_channels),
@@ -174,8 +173,7 @@ def make_unet(num_prompts: int, block_out_channels: Sequence[int] = (32, 64), *,
         raise ValueError(f"num_prompts must be >= 1, got {num_prompts}")
     if len(block_out_channels) != 2 or any(c < 16 or c % 16 for c in block_out_channels):
         raise ValueError(f"block_out_channels must be two multiples of 16, got {tuple(block_out_channels)}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         return UNet2DModel(
             sample_size=IMAGE_SIZE // 4, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS,
             block_out_channels=tuple(block_out_channels), layers_per_block=1,
