@@ -276,7 +276,7 @@ class Img2ImgGenerator:
         Returns:
             ``(N, 3, 32, 32)`` translations in [0, 1], on the images' device.
         """
-        labels = self._labels(prompts, len(images), images.device)
+        labels = self._labels(prompts, len(images), self.unet.device)
         generator = torch_generator(seed)
         scheduler = make_scheduler(self.scheduler)
         timesteps = self.timesteps(scheduler)
@@ -288,7 +288,7 @@ class Img2ImgGenerator:
             model_input = scheduler.scale_model_input(latents, t)
             eps = self.unet(model_input, t.expand(len(latents)).to(latents.device), class_labels=labels).sample
             latents = scheduler.step(eps, t, latents, generator=generator).prev_sample
-        return decode(self.vae, latents / self.latent_scale)
+        return decode(self.vae, latents / self.latent_scale).to(images.device)
 
     def _labels(self, prompts: torch.Tensor | Sequence[int], n: int, device: torch.device) -> torch.Tensor:
         labels = torch.as_tensor(prompts, dtype=torch.long).to(device)
@@ -476,12 +476,12 @@ def train_generator(spec: GeneratorSpec, vae: AutoencoderKL, images: torch.Tenso
 
 def _posterior_latents(vae: AutoencoderKL, x: torch.Tensor, generator: torch.Generator | None,
                        sample: bool) -> torch.Tensor:
-    posterior = vae.encode(2 * x - 1).latent_dist
+    posterior = vae.encode(2 * x.to(vae.device) - 1).latent_dist
     if not sample:
         return posterior.mean
     if generator is None:
         raise ValueError("sample=True needs a generator (randomness only through explicit generators)")
-    return posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator).to(x.device)
+    return posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator).to(vae.device)
 
 
 def _check_images(x: torch.Tensor, size: int) -> None:
