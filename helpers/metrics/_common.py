@@ -13,6 +13,8 @@ import numpy as np
 
 Represent = Callable[[np.ndarray], np.ndarray]
 
+#: disentanglement_lib's ``prune_dims`` threshold on the standard deviation of a code dimension (OMES, FactorVAE).
+ACTIVE_STD_THRESHOLD = 0.05
 #: Rows per call of ``represent``; bounds memory when a call renders and encodes images.
 CHUNK_ROWS = 8192
 
@@ -57,3 +59,24 @@ def represent_factors(represent: Represent, factors: np.ndarray) -> np.ndarray:
 def sklearn_seed(rng: np.random.Generator) -> int:
     """An integer ``random_state`` for scikit-learn, drawn from ``rng``."""
     return int(rng.integers(0, 2**31 - 1))
+
+
+def active_dimensions(z: np.ndarray, threshold: float = ACTIVE_STD_THRESHOLD) -> np.ndarray:
+    """Dimensions whose standard deviation reaches ``threshold`` (disentanglement_lib ``prune_dims``).
+
+    The official OMES code estimates the std on 10,000 codes drawn with replacement; this function uses
+    the codes it is given (sample std, ``ddof=1``).
+
+    Args:
+        z: ``(n, D)`` codes, ``n >= 2``.
+        threshold: minimum std of an active dimension, ``>= 0``.
+
+    Returns:
+        ``(D,)`` bool, True where ``std(z[:, j]) >= threshold``.
+    """
+    z = check_codes(z, "z")
+    if z.shape[0] < 2:
+        raise ValueError(f"active_dimensions needs at least 2 codes to estimate a std, got {z.shape[0]}")
+    if not np.isfinite(threshold) or threshold < 0:
+        raise ValueError(f"threshold must be a finite number >= 0, got {threshold}")
+    return z.std(axis=0, ddof=1) >= threshold

@@ -59,11 +59,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from helpers.data.factors import FactorGrid
-from helpers.metrics._common import Represent, check_codes, represent_factors
+from helpers.metrics._common import (
+    ACTIVE_STD_THRESHOLD,
+    Represent,
+    active_dimensions,
+    check_codes,
+    represent_factors,
+)
 
 POOLINGS = ("avg", "max")
-#: disentanglement_lib's ``prune_dims`` threshold on the standard deviation of a code dimension.
-ACTIVE_STD_THRESHOLD = 0.05
 #: The official code rounds R to this many decimals.
 R_DECIMALS = 4
 #: alpha values of :func:`omes_alpha_sweep` by default: 0, 0.1, ..., 1.
@@ -117,27 +121,6 @@ class _Parts:
     overlap: np.ndarray
     multiple_encoding: np.ndarray
     pooling: str
-
-
-def active_dimensions(z: np.ndarray, threshold: float = ACTIVE_STD_THRESHOLD) -> np.ndarray:
-    """Dimensions whose standard deviation reaches ``threshold`` (disentanglement_lib ``prune_dims``).
-
-    The official OMES code estimates the std on 10,000 codes drawn with replacement; this function uses
-    the codes it is given (sample std, ``ddof=1``).
-
-    Args:
-        z: ``(n, D)`` codes, ``n >= 2``.
-        threshold: minimum std of an active dimension, ``>= 0``.
-
-    Returns:
-        ``(D,)`` bool, True where ``std(z[:, j]) >= threshold``.
-    """
-    z = check_codes(z, "z")
-    if z.shape[0] < 2:
-        raise ValueError(f"active_dimensions needs at least 2 codes to estimate a std, got {z.shape[0]}")
-    if not np.isfinite(threshold) or threshold < 0:
-        raise ValueError(f"threshold must be a finite number >= 0, got {threshold}")
-    return z.std(axis=0, ddof=1) >= threshold
 
 
 def omes_noise_floor(num_factors: int, num_active_dims: int, alpha: float = 0.5) -> float:

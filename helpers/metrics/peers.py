@@ -43,12 +43,17 @@ from sklearn.metrics import mutual_info_score
 from sklearn.svm import LinearSVC
 
 from helpers.data.factors import FactorGrid
-from helpers.metrics._common import Represent, check_codes, represent_factors, sklearn_seed
+from helpers.metrics._common import (
+    ACTIVE_STD_THRESHOLD,
+    Represent,
+    active_dimensions,
+    check_codes,
+    represent_factors,
+    sklearn_seed,
+)
 
 #: disentanglement_lib's ``discretizer.num_bins``.
 NUM_BINS = 20
-#: disentanglement_lib's ``prune_dims.threshold`` (FactorVAE).
-PRUNE_STD_THRESHOLD = 0.05
 #: Added to importances before the entropies of DCI, as in disentanglement_lib.
 DCI_EPS = 1e-11
 
@@ -193,7 +198,7 @@ def factor_vae_score(
     num_train: int = 10_000,
     num_eval: int = 5_000,
     num_variance_estimate: int = 10_000,
-    prune_threshold: float = PRUNE_STD_THRESHOLD,
+    prune_threshold: float = ACTIVE_STD_THRESHOLD,
 ) -> dict[str, float]:
     """FactorVAE metric (Kim & Mnih 2018), disentanglement_lib ``compute_factor_vae``.
 
@@ -220,7 +225,7 @@ def factor_vae_score(
     _check_count(num_eval, "num_eval", 1)
     codes, _ = sample_codes(grid, represent, num_variance_estimate, rng)
     global_variances = codes.var(axis=0, ddof=1)
-    active = np.sqrt(global_variances) >= prune_threshold
+    active = active_dimensions(codes, prune_threshold)
     if not active.any():
         return {"train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": 0.0}
     train_votes = _factor_vae_votes(grid, represent, batch_size, num_train, rng, global_variances, active)
