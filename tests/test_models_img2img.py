@@ -1,4 +1,7 @@
-"""Tests for helpers.models.img2img: shapes, determinism, schedulers, bad inputs, VAE save/load, training."""
+"""Tests for helpers.models.img2img: shapes, determinism, schedulers, bad inputs, VAE save/load, training,
+the Gaussian-prior residual denoiser (against the closed-form Wiener denoiser) and the styles."""
+
+import copy
 
 import pytest
 import torch
@@ -23,7 +26,7 @@ def images():
 
 
 def make_generator(vae, unet, **knobs):
-    return img2img.Img2ImgGenerator(vae, unet, **{"num_inference_steps": 4, **knobs})
+    return img2img.Img2ImgGenerator(vae=vae, denoiser=unet, **{"num_inference_steps": 4, **knobs})
 
 
 def test_encode_shapes_and_modes(vae, images):
@@ -153,3 +156,220 @@ def test_generator_specs_differ():
     assert len({s.scheduler for s in specs}) >= 3 and len({s.strength for s in specs}) >= 3
     with pytest.raises(ValueError, match="strength"):
         img2img.GeneratorSpec("bad", "DDIMScheduler", 0.0)
+
+
+# ------------------------------------------------------------------------------------- make_unet
+
+
+def test_make_unet_without_attention_runs():
+    with_attention = img2img.make_unet(2, (16, 16), seed=0)
+    unet = img2img.make_unet(2, (16, 16), seed=0, attention=False)
+    assert "Attn" not in "".join(unet.config.down_block_types + unet.config.up_block_types)
+    assert sum(p.numel() for p in unet.parameters()) < sum(p.numel() for p in with_attention.parameters())
+    x = torch.randn(3, 4, 8, 8, generator=torch_generator(0))
+    out = unet(x, torch.tensor([1, 500, 999]), class_labels=torch.tensor([0, 1, 1])).sample
+    assert out.shape == x.shape and torch.isfinite(out).all() and out.abs().max() > 0
+
+
+@pytest.mark.parametrize("attention", [True, False])
+def test_make_unet_zero_output_is_zero(attention):
+    unet = img2img.make_unet(2, (16, 16), seed=0, attention=attention, zero_output=True)
+    x = torch.randn(3, 4, 8, 8, generator=torch_generator(0))
+    out = unet(x, torch.tensor([1, 500, 999]), class_labels=torch.tensor([0, 1, 1])).sample
+    assert torch.equal(out, torch.zeros_like(out))
+
+
+# ------------------------------------------------------------------- Gaussian prior and residual denoiser
+
+N_LATENT = 4 * 8 * 8
+
+
+def random_gaussian(seed: int, n: int = N_LATENT) -> tuple[torch.Tensor, torch.Tensor]:
+    """A float64 mean (n,) and a random SPD covariance (n, n) with eigenvalues spread over ~[0.01, 4]."""
+    generator = torch_generator(seed)
+    mean = 0.5 * torch.randn(n, generator=generator, dtype=torch.float64)
+    a = torch.randn(n, n, generator=generator, dtype=torch.float64) / n**0.5
+    return mean, a @ a.T + 0.01 * torch.eye(n, dtype=torch.float64)
+
+
+def prior_of(means: list[torch.Tensor], covariances: list[torch.Tensor]) -> img2img.GaussianPrior:
+    eigvals, eigvecs = torch.linalg.eigh(torch.stack(covariances))
+    return img2img.GaussianPrior(torch.stack(means), eigvecs, eigvals)
+
+
+def wiener_eps(x_t: torch.Tensor, alpha_bar: float, mean: torch.Tensor, covariance: torch.Tensor) -> torch.Tensor:
+    """Closed-form ε* for x₀ ~ N(mean, covariance), x_t = √ᾱ x₀ + √(1−ᾱ) ε, by a direct solve."""
+    a = torch.as_tensor(alpha_bar, dtype=torch.float64)
+    system = a * covariance + (1 - a) * torch.eye(len(mean), dtype=torch.float64)
+    x0 = mean + a.sqrt() * covariance @ torch.linalg.solve(system, x_t - a.sqrt() * mean)
+    return (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+
+
+@pytest.fixture(scope="module")
+def zero_unet():
+    return img2img.make_unet(2, (16, 16), seed=0, attention=False, zero_output=True).requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def gaussians():
+    return [random_gaussian(1), random_gaussian(2)]
+
+
+@pytest.fixture(scope="module")
+def gaussian_denoiser(zero_unet, gaussians):
+    """A float64 ResidualDenoiser whose prompt c is the Gaussian ``gaussians[c]``, with a zero UNet."""
+    prior = prior_of([m for m, _ in gaussians], [c for _, c in gaussians])
+    return img2img.ResidualDenoiser(copy.deepcopy(zero_unet), prior).double()
+
+
+def test_fit_gaussian_prior_recovers_mean_and_covariance():
+    latents = torch.randn(2, 50, 4, 2, 2, generator=torch_generator(0), dtype=torch.float64)
+    latents[1] = 3 * latents[1] + 1
+    prior = img2img.fit_gaussian_prior(latents)
+    assert prior.mean.shape == (2, 16) and prior.eigvecs.shape == (2, 16, 16) and prior.eigvals.shape == (2, 16)
+    assert (prior.eigvals >= 0).all()
+    flat = latents.flatten(2)
+    for p in range(2):
+        torch.testing.assert_close(prior.mean[p], flat[p].mean(0))
+        u, lam = prior.eigvecs[p], prior.eigvals[p]
+        torch.testing.assert_close(u.T @ u, torch.eye(16, dtype=torch.float64))
+        torch.testing.assert_close(u @ torch.diag(lam) @ u.T, torch.cov(flat[p].T))
+    var = torch.rand(latents.shape, generator=torch_generator(1), dtype=torch.float64)
+    with_var = img2img.fit_gaussian_prior(latents, var)
+    torch.testing.assert_close(with_var.mean, prior.mean)
+    for p in range(2):
+        u, lam = with_var.eigvecs[p], with_var.eigvals[p]
+        expected = torch.cov(flat[p].T) + torch.diag(var[p].flatten(1).mean(0))
+        torch.testing.assert_close(u @ torch.diag(lam) @ u.T, expected)
+    single = img2img.fit_gaussian_prior(latents.float())
+    assert {single.mean.dtype, single.eigvecs.dtype, single.eigvals.dtype} == {torch.float32}
+
+
+@pytest.mark.parametrize("latents, var", [
+    (torch.zeros(50, 4, 2, 2), None),  # no prompt axis
+    (torch.zeros(2, 1, 4, 2, 2), None),  # one latent per prompt: no covariance
+    (torch.zeros(2, 5, 4, 2, 2), torch.ones(2, 5, 1, 1, 1)),  # would broadcast over the whole covariance
+    (torch.zeros(2, 5, 4, 2, 2), torch.ones(2, 5, 3, 2, 2)),
+])
+def test_fit_gaussian_prior_bad_shapes(latents, var):
+    with pytest.raises(ValueError, match="shape"):
+        img2img.fit_gaussian_prior(latents, var)
+
+
+def test_gaussian_eps_matches_closed_form(gaussian_denoiser, gaussians):
+    timesteps = torch.tensor([0, 50, 300, 700, 999, 400])
+    labels = torch.tensor([0, 1, 0, 1, 0, 1])
+    x_t = 1.5 * torch.randn(6, 4, 8, 8, generator=torch_generator(3), dtype=torch.float64)
+    eps = gaussian_denoiser.gaussian_eps(x_t, timesteps, labels)
+    assert eps.shape == x_t.shape and eps.dtype == torch.float64
+    alpha_bars = gaussian_denoiser.alpha_bar(timesteps)
+    for i in range(6):
+        mean, covariance = gaussians[int(labels[i])]
+        expected = wiener_eps(x_t[i].flatten(), float(alpha_bars[i]), mean, covariance)
+        torch.testing.assert_close(eps[i].flatten(), expected, rtol=1e-9, atol=1e-9)
+    # The zero UNet adds nothing: the denoiser is the Gaussian one.
+    torch.testing.assert_close(gaussian_denoiser(x_t, timesteps, class_labels=labels).sample, eps, rtol=0, atol=0)
+
+
+def test_gaussian_eps_beats_wrong_priors_on_gaussian_data(gaussian_denoiser, gaussians, zero_unet):
+    mean, covariance = gaussians[0]
+    n_samples, t = 128, 400
+    generator = torch_generator(4)
+    z = torch.randn(n_samples, N_LATENT, generator=generator, dtype=torch.float64)
+    x0 = mean + z @ torch.linalg.cholesky(covariance).T
+    noise = torch.randn(n_samples, N_LATENT, generator=generator, dtype=torch.float64)
+    alpha_bar = gaussian_denoiser.alpha_bar(torch.tensor([t]))[0]
+    x_t = (alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise).view(n_samples, 4, 8, 8)
+    timesteps, labels = torch.full((n_samples,), t), torch.zeros(n_samples, dtype=torch.long)
+
+    def mse(denoiser):
+        return ((denoiser.gaussian_eps(x_t, timesteps, labels).flatten(1) - noise) ** 2).mean().item()
+
+    best = mse(gaussian_denoiser)
+    # The MMSE of ε given x_t, per eigen-direction of variance λ: ᾱλ / (ᾱλ + 1 − ᾱ).
+    lam = torch.linalg.eigvalsh(covariance)
+    theory = (alpha_bar * lam / (alpha_bar * lam + 1 - alpha_bar)).mean().item()
+    assert best == pytest.approx(theory, rel=0.1)
+    eye = torch.eye(N_LATENT, dtype=torch.float64)
+    wrong_mean = img2img.ResidualDenoiser(
+        copy.deepcopy(zero_unet), prior_of([mean + 1, mean], [covariance, covariance])).double()
+    wrong_covariance = img2img.ResidualDenoiser(
+        copy.deepcopy(zero_unet), prior_of([mean, mean], [eye, eye])).double()
+    assert best < 0.9 * (noise**2).mean().item()  # predicting ε = 0
+    assert best < 0.9 * mse(wrong_mean) and best < 0.9 * mse(wrong_covariance)
+
+
+def test_alpha_bar_interpolates(gaussian_denoiser):
+    alphas = img2img.make_scheduler("DDPMScheduler").alphas_cumprod.double()
+    assert torch.equal(gaussian_denoiser.alpha_bar(torch.arange(1000)), alphas)
+    assert torch.equal(gaussian_denoiser.alpha_bar(torch.arange(1000).double()), alphas)
+    torch.testing.assert_close(gaussian_denoiser.alpha_bar(torch.tensor([10.5, 998.25])),
+                               torch.stack([(alphas[10] + alphas[11]) / 2, 0.75 * alphas[998] + 0.25 * alphas[999]]))
+    float32 = img2img.ResidualDenoiser(img2img.make_unet(1, (16, 16)), prior_of([torch.zeros(N_LATENT)],
+                                                                                [torch.eye(N_LATENT)]))
+    assert torch.equal(float32.alpha_bar(torch.tensor([0, 10, 999])),
+                       img2img.make_scheduler("DDIMScheduler").alphas_cumprod[[0, 10, 999]])
+
+
+def test_residual_forward_adds_unet_output(gaussians):
+    unet = img2img.make_unet(2, (16, 16), seed=1, attention=False).requires_grad_(False)
+    prior = prior_of([m for m, _ in gaussians], [c for _, c in gaussians])
+    prior = img2img.GaussianPrior(*(p.float() for p in prior))
+    denoiser = img2img.ResidualDenoiser(unet, prior)
+    assert denoiser.config is unet.config and denoiser.device == torch.device("cpu")
+    x = torch.randn(3, 4, 8, 8, generator=torch_generator(5))
+    timesteps, labels = torch.tensor([20, 500, 900]), torch.tensor([1, 0, 1])
+    out = denoiser(x, timesteps, class_labels=labels).sample
+    expected = denoiser.gaussian_eps(x, timesteps, labels) + unet(x, timesteps, class_labels=labels).sample
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    assert not torch.equal(out, denoiser.gaussian_eps(x, timesteps, labels))
+    # A scalar timestep is broadcast over the batch (as img2img schedulers pass it).
+    scalar = denoiser(x, torch.tensor(500), class_labels=labels).sample
+    torch.testing.assert_close(scalar, denoiser(x, torch.full((3,), 500), class_labels=labels).sample)
+
+
+def test_residual_denoiser_rejects_mismatched_prior(zero_unet):
+    def prior(prompts, n):
+        return img2img.GaussianPrior(torch.zeros(prompts, n), torch.eye(n).repeat(prompts, 1, 1),
+                                     torch.ones(prompts, n))
+
+    with pytest.raises(ValueError, match="prompts"):
+        img2img.ResidualDenoiser(zero_unet, prior(3, N_LATENT))
+    with pytest.raises(ValueError, match="dims"):
+        img2img.ResidualDenoiser(zero_unet, prior(2, 64))
+
+
+def test_train_generator_uses_residual_denoiser(vae):
+    images = torch.rand(8, 3, 32, 32, generator=torch_generator(6))
+    spec = img2img.GeneratorSpec("tiny-ddim", "DDIMScheduler", 0.5, num_inference_steps=4, styles=(4, 1),
+                                 channels=(16, 16))
+    generator = img2img.train_generator(spec, vae, images, seed=0, num_steps=2, batch_size=4)
+    denoiser = generator.denoiser
+    assert isinstance(denoiser, img2img.ResidualDenoiser) and generator.num_prompts == 2
+    assert denoiser.prior_mean.shape == (2, N_LATENT) and generator.latent_scale > 0
+    assert not any(p.requires_grad for p in denoiser.parameters())
+    # The UNet started at zero output and its output layer was trained.
+    assert denoiser.unet.conv_out.weight.abs().max() > 0
+    first = generator.translate(images, [0, 1] * 4, seed=7)
+    assert first.shape == images.shape and torch.isfinite(first).all()
+    assert torch.equal(first, generator.translate(images, [0, 1] * 4, seed=7))
+    assert not torch.equal(first, generator.translate(images, [0, 1] * 4, seed=8))
+
+
+# ------------------------------------------------------------------------------------------ styles
+
+
+@pytest.mark.parametrize("grey, expected", [(0.5, (0.25, 0.55, 0.75)), (0.0, (0.1, 0.3, 0.5)),
+                                            (1.0, (0.4, 0.8, 1.0))])
+def test_cyanotype_known_answer(grey, expected):
+    assert img2img.STYLE_NAMES[4] == "cyanotype"
+    styled = img2img.style_transform(torch.full((2, 3, 4, 4), grey), [4, 4])
+    torch.testing.assert_close(styled, torch.tensor(expected).view(1, 3, 1, 1).expand(2, 3, 4, 4))
+
+
+def test_cyanotype_uses_luminance():
+    red = torch.zeros(1, 3, 2, 2)
+    red[:, 0] = 1
+    luminance = 0.299
+    expected = torch.tensor([0.1 + 0.3 * luminance, 0.3 + 0.5 * luminance, 0.5 + 0.5 * luminance])
+    torch.testing.assert_close(img2img.style_transform(red, [4]), expected.view(1, 3, 1, 1).expand(1, 3, 2, 2))

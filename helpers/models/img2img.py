@@ -43,6 +43,8 @@ from diffusers import (
     EulerDiscreteScheduler,
     UNet2DModel,
 )
+from diffusers.models.unets.unet_2d import UNet2DOutput
+from torch import nn
 
 from helpers.cache import Checkpoint
 from helpers.runtime import seeded, torch_generator
@@ -62,8 +64,11 @@ SCHEDULERS = {
 # As SD's scheduler configs: no clipping of the predicted latent (latents are not bounded like pixels).
 _SCHEDULER_EXTRAS = {"DDPMScheduler": {"clip_sample": False},
                      "DDIMScheduler": {"clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1}}
-STYLE_NAMES = ("identity", "sepia", "posterise", "warm_blur", "negative")
+STYLE_NAMES = ("identity", "sepia", "posterise", "warm_blur", "cyanotype")
 _SEPIA = torch.tensor([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]])
+_LUMINANCE = torch.tensor([0.299, 0.587, 0.114])
+_CYANOTYPE_BASE = torch.tensor([0.1, 0.3, 0.5])
+_CYANOTYPE_GAIN = torch.tensor([0.3, 0.5, 0.5])
 _POSTERISE_LEVELS = 4
 _POSTERISE_CONTRAST = 1.6
 
@@ -161,25 +166,33 @@ def train_vae(images: torch.Tensor, *, seed: int, num_steps: int, device: torch.
 # -------------------------------------------------------------------------------------- denoiser
 
 
-def make_unet(num_prompts: int, block_out_channels: Sequence[int] = (32, 64), *, seed: int = 0) -> UNet2DModel:
+def make_unet(num_prompts: int, block_out_channels: Sequence[int] = (32, 64), *, seed: int = 0,
+              attention: bool = True, zero_output: bool = False) -> UNet2DModel:
     """A class-conditioned ε-prediction ``UNet2DModel`` on 4×8×8 latents; a class is a prompt.
 
     Args:
         num_prompts: number of prompts (class embeddings).
-        block_out_channels: channels of the two resolution levels (multiples of 16); attention at 4×4.
+        block_out_channels: channels of the two resolution levels (multiples of 16).
         seed: seeds the weight initialisation.
+        attention: self-attention at the 4×4 level (about half the cost of a training step on a CPU).
+        zero_output: zero the output convolution, so the UNet starts as the zero function (a residual).
     """
     if num_prompts < 1:
         raise ValueError(f"num_prompts must be >= 1, got {num_prompts}")
     if len(block_out_channels) != 2 or any(c < 16 or c % 16 for c in block_out_channels):
         raise ValueError(f"block_out_channels must be two multiples of 16, got {tuple(block_out_channels)}")
     with seeded(seed):
-        return UNet2DModel(
+        unet = UNet2DModel(
             sample_size=IMAGE_SIZE // 4, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS,
             block_out_channels=tuple(block_out_channels), layers_per_block=1,
-            down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+            down_block_types=("DownBlock2D", "AttnDownBlock2D" if attention else "DownBlock2D"),
+            up_block_types=("AttnUpBlock2D" if attention else "UpBlock2D", "UpBlock2D"),
             num_class_embeds=num_prompts, norm_num_groups=16, attention_head_dim=8,
         )
+    if zero_output:
+        nn.init.zeros_(unet.conv_out.weight)
+        nn.init.zeros_(unet.conv_out.bias)
+    return unet
 
 
 def make_scheduler(name: str):
@@ -207,6 +220,100 @@ def denoiser_loss(unet: UNet2DModel, scheduler: DDPMScheduler, latents: torch.Te
     return F.mse_loss(prediction, noise), {}
 
 
+class GaussianPrior(NamedTuple):
+    """One Gaussian N(μ_c, Σ_c = U_c diag(λ_c) U_cᵀ) per prompt c over flattened diffusion-space latents.
+
+    Attributes:
+        mean: ``(P, n)`` μ_c.
+        eigvecs: ``(P, n, n)`` U_c (columns are eigenvectors).
+        eigvals: ``(P, n)`` λ_c ≥ 0.
+    """
+
+    mean: torch.Tensor
+    eigvecs: torch.Tensor
+    eigvals: torch.Tensor
+
+
+def fit_gaussian_prior(latents: torch.Tensor, posterior_var: torch.Tensor | None = None) -> GaussianPrior:
+    """Fit :class:`GaussianPrior` to ``latents`` ``(P, M, C, h, w)`` (M latents per prompt, float64 eigh).
+
+    ``posterior_var`` ``(P, M, C, h, w)``, the VAE posterior's variances, adds their mean to the diagonal: the
+    covariance of posterior samples, not only of their means.
+    """
+    if latents.dim() != 5 or latents.shape[1] < 2:
+        raise ValueError(f"latents must have shape (P, M >= 2, C, h, w), got {tuple(latents.shape)}")
+    if posterior_var is not None and posterior_var.shape != latents.shape:
+        raise ValueError(f"posterior_var must have the shape of latents {tuple(latents.shape)}, "
+                         f"got {tuple(posterior_var.shape)}")
+    flat = latents.flatten(2).double()
+    centred = flat - flat.mean(1, keepdim=True)
+    covariance = centred.transpose(1, 2) @ centred / (flat.shape[1] - 1)
+    if posterior_var is not None:
+        covariance = covariance + torch.diag_embed(posterior_var.flatten(2).double().mean(1))
+    eigvals, eigvecs = torch.linalg.eigh(covariance)
+    dtype = latents.dtype
+    return GaussianPrior(flat.mean(1).to(dtype), eigvecs.to(dtype), eigvals.clamp_min(0).to(dtype))
+
+
+class ResidualDenoiser(nn.Module):
+    """ε_θ(x_t, t, c) = ε*(x_t, t, c) + UNet(x_t, t, c): the exact denoiser of a Gaussian prior plus a learned residual.
+
+    For x₀ ~ N(μ_c, Σ_c) and x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε, the posterior mean is the Wiener filter
+    E[x₀ | x_t] = μ_c + √ᾱ_t Σ_c (ᾱ_t Σ_c + (1−ᾱ_t) I)⁻¹ (x_t − √ᾱ_t μ_c), and the optimal noise estimate is
+    ε* = (x_t − √ᾱ_t E[x₀ | x_t]) / √(1−ᾱ_t). Diffusion denoisers are close to this linear solution at high noise
+    (Wang & Vastola, "The hidden linear structure in score-based models", 2023), so a few hundred CPU steps of the
+    UNet only have to learn what the Gaussian misses; with the UNet's output layer zero-initialised, training starts
+    from ε*. Non-integer timesteps (Euler's) read ᾱ_t by linear interpolation.
+
+    Called like a diffusers UNet: ``denoiser(sample, timestep, class_labels=...).sample``.
+    """
+
+    def __init__(self, unet: UNet2DModel, prior: GaussianPrior):
+        super().__init__()
+        prompts, n = prior.mean.shape
+        if prompts != unet.config.num_class_embeds or n != unet.config.in_channels * unet.config.sample_size ** 2:
+            raise ValueError(f"prior has {prompts} prompts × {n} dims; the UNet has {unet.config.num_class_embeds} "
+                             f"prompts × {unet.config.in_channels * unet.config.sample_size ** 2} latent dims")
+        self.unet = unet
+        self.register_buffer("prior_mean", prior.mean.clone())
+        self.register_buffer("prior_eigvecs", prior.eigvecs.clone())
+        self.register_buffer("prior_eigvals", prior.eigvals.clone())
+        self.register_buffer("alphas_cumprod", make_scheduler("DDPMScheduler").alphas_cumprod.clone())
+
+    @property
+    def config(self):
+        return self.unet.config
+
+    @property
+    def device(self) -> torch.device:
+        return self.prior_mean.device
+
+    def alpha_bar(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """ᾱ_t for ``(N,)`` (possibly fractional) timesteps, linearly interpolated."""
+        t = timesteps.to(self.alphas_cumprod.dtype).clamp(0, len(self.alphas_cumprod) - 1)
+        low = t.floor().long()
+        high = (low + 1).clamp_max(len(self.alphas_cumprod) - 1)
+        weight = t - low
+        return (1 - weight) * self.alphas_cumprod[low] + weight * self.alphas_cumprod[high]
+
+    def gaussian_eps(self, sample: torch.Tensor, timesteps: torch.Tensor, class_labels: torch.Tensor) -> torch.Tensor:
+        """ε* of the Gaussian prior for ``sample`` ``(N, C, h, w)``, ``(N,)`` timesteps and prompts."""
+        x = sample.flatten(1)
+        alpha_bar = self.alpha_bar(timesteps.expand(len(x))).to(x.dtype)[:, None]
+        rows = torch.arange(len(x), device=x.device)
+        mean, eigvals = self.prior_mean[class_labels], self.prior_eigvals[class_labels]
+        gain = alpha_bar.sqrt() * eigvals / (alpha_bar * eigvals + 1 - alpha_bar)
+        # Rotate by every prompt's eigenvectors and keep each row's own: cheaper than gathering (N, n, n) copies.
+        rotated = torch.einsum("pij,ni->npj", self.prior_eigvecs, x - alpha_bar.sqrt() * mean)[rows, class_labels]
+        x0 = mean + torch.einsum("pij,nj->npi", self.prior_eigvecs, gain * rotated)[rows, class_labels]
+        return ((x - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()).view_as(sample)
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, class_labels: torch.Tensor) -> UNet2DOutput:
+        timesteps = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(len(sample))
+        eps = self.gaussian_eps(sample, timesteps, class_labels)
+        return UNet2DOutput(sample=eps + self.unet(sample, timesteps, class_labels=class_labels).sample)
+
+
 # ------------------------------------------------------------------------------------- generator
 
 
@@ -216,7 +323,8 @@ class Img2ImgGenerator:
 
     Attributes:
         vae: encoder/decoder of 32×32 images.
-        unet: class-conditioned ε-prediction denoiser; ``num_class_embeds`` prompts.
+        denoiser: class-conditioned ε-prediction denoiser (a ``UNet2DModel`` or a :class:`ResidualDenoiser`);
+            ``config.num_class_embeds`` prompts.
         scheduler: a key of :data:`SCHEDULERS`.
         strength: fraction of the inference schedule that is run, in (0, 1]; 1 starts from (almost) pure noise.
         num_inference_steps: length of the full inference schedule.
@@ -225,7 +333,7 @@ class Img2ImgGenerator:
     """
 
     vae: AutoencoderKL
-    unet: UNet2DModel
+    denoiser: nn.Module
     scheduler: str = "DDIMScheduler"
     strength: float = 0.6
     num_inference_steps: int = 10
@@ -242,7 +350,7 @@ class Img2ImgGenerator:
 
     @property
     def num_prompts(self) -> int:
-        return self.unet.config.num_class_embeds
+        return self.denoiser.config.num_class_embeds
 
     def latents(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Diffusion-space latents ``latent_scale · E(x)``, ``(N, C, h, w)``, of images ``(N, 3, 32, 32)``."""
@@ -263,7 +371,8 @@ class Img2ImgGenerator:
         return scheduler.timesteps[start:]
 
     @torch.no_grad()
-    def translate(self, images: torch.Tensor, prompts: torch.Tensor | Sequence[int], seed: int) -> torch.Tensor:
+    def translate(self, images: torch.Tensor, prompts: torch.Tensor | Sequence[int], seed: int,
+                  stream: int = 0) -> torch.Tensor:
         """Translate ``images`` under ``prompts``: encode, noise to ``strength``, denoise, decode.
 
         When ``strength · num_inference_steps < 1`` no step is left and the result is ``D(E(x))``.
@@ -272,12 +381,13 @@ class Img2ImgGenerator:
             images: ``(N, 3, 32, 32)`` origins in [0, 1].
             prompts: ``(N,)`` prompt indices in ``[0, num_prompts)``.
             seed: seeds the posterior sample, the added noise and the scheduler's own noise.
+            stream: sub-stream of ``seed`` (e.g. the batch index), see :func:`helpers.runtime.torch_generator`.
 
         Returns:
             ``(N, 3, 32, 32)`` translations in [0, 1], on the images' device.
         """
-        labels = self._labels(prompts, len(images), self.unet.device)
-        generator = torch_generator(seed)
+        labels = self._labels(prompts, len(images), self.denoiser.device)
+        generator = torch_generator(seed, stream)
         scheduler = make_scheduler(self.scheduler)
         timesteps = self.timesteps(scheduler)
         latents = self.latents(images, generator)
@@ -286,7 +396,7 @@ class Img2ImgGenerator:
             latents = scheduler.add_noise(latents, noise, timesteps[:1].repeat(len(latents)))
         for t in timesteps:
             model_input = scheduler.scale_model_input(latents, t)
-            eps = self.unet(model_input, t.expand(len(latents)).to(latents.device), class_labels=labels).sample
+            eps = self.denoiser(model_input, t.expand(len(latents)).to(latents.device), class_labels=labels).sample
             latents = scheduler.step(eps, t, latents, generator=generator).prev_sample
         return decode(self.vae, latents / self.latent_scale).to(images.device)
 
@@ -341,7 +451,7 @@ def lemma1_inputs(generator: Img2ImgGenerator, x0: torch.Tensor, prompts: torch.
     eps = torch.randn(x0.shape, generator=torch_generator(seed)).to(x0.device)
     x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps
     t = torch.full((len(x0),), timestep, device=x0.device)
-    return Lemma1Inputs(x0, eps, generator.unet(x_t, t, class_labels=labels).sample, alpha_bar)
+    return Lemma1Inputs(x0, eps, generator.denoiser(x_t, t, class_labels=labels).sample, alpha_bar)
 
 
 # ---------------------------------------------------------------------------------------- styles
@@ -351,7 +461,12 @@ def style_transform(images: torch.Tensor, style_ids: torch.Tensor | Sequence[int
     """Restyle each image by its style (the "prompt" a denoiser learns), see :data:`STYLE_NAMES`.
 
     0 identity; 1 sepia (the classic 3×3 colour matrix); 2 posterise (contrast ×1.6 about 0.5, then 4 grey
-    levels per channel); 3 warm blur (3×3 box blur, red ×1.15, blue ×0.8); 4 negative (1 − x).
+    levels per channel); 3 warm blur (3×3 box blur, red ×1.15, blue ×0.8); 4 cyanotype (luminance L mapped to
+    the blue ramp (0.1 + 0.3 L, 0.3 + 0.5 L, 0.5 + 0.5 L)).
+
+    Every style changes the *distribution* of images (colours, levels, sharpness), which is what an SDEdit-style
+    img2img pass can impose from a noised latent; a style such as the negative 1 − x, whose images are
+    distributed like the originals, could not be told from the noised latent and would not be learned.
 
     Args:
         images: ``(N, 3, S, S)`` in [0, 1].
@@ -370,7 +485,9 @@ def style_transform(images: torch.Tensor, style_ids: torch.Tensor | Sequence[int
     posterised = torch.round(contrasted * (_POSTERISE_LEVELS - 1)) / (_POSTERISE_LEVELS - 1)
     blurred = F.avg_pool2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
     warm = blurred * torch.tensor([1.15, 1.0, 0.8], device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    styled = torch.stack([images, sepia, posterised, warm, 1 - images])  # (styles, N, 3, S, S)
+    luminance = torch.einsum("c,nchw->nhw", _LUMINANCE.to(images), images)[:, None]
+    cyanotype = _CYANOTYPE_BASE.to(images).view(1, 3, 1, 1) + _CYANOTYPE_GAIN.to(images).view(1, 3, 1, 1) * luminance
+    styled = torch.stack([images, sepia, posterised, warm, cyanotype])  # (styles, N, 3, S, S)
     return styled[ids, torch.arange(len(images), device=images.device)].clamp(0, 1)
 
 
@@ -388,6 +505,7 @@ class GeneratorSpec:
         num_inference_steps: length of the inference schedule.
         styles: prompt k of this generator means style ``styles[k]`` (indices into :data:`STYLE_NAMES`).
         channels: the denoiser's ``block_out_channels``.
+        attention: self-attention in the denoiser (see :func:`make_unet`).
         seed_offset: added to the training seed, so generators with equal knobs still differ.
     """
 
@@ -397,6 +515,7 @@ class GeneratorSpec:
     num_inference_steps: int = 10
     styles: tuple[int, ...] = (0, 1, 2, 3)
     channels: tuple[int, int] = (32, 64)
+    attention: bool = False
     seed_offset: int = 0
 
     def __post_init__(self):
@@ -409,16 +528,17 @@ class GeneratorSpec:
     def as_dict(self) -> dict:
         return {"name": self.name, "scheduler": self.scheduler, "strength": self.strength,
                 "num_inference_steps": self.num_inference_steps, "styles": list(self.styles),
-                "channels": list(self.channels), "seed_offset": self.seed_offset}
+                "channels": list(self.channels), "attention": self.attention,
+                "seed_offset": self.seed_offset}
 
 
 # The first plays OriPID's SD2 (the generator W is trained on); the others are the "unseen" models.
 GENERATOR_SPECS = (
-    GeneratorSpec("ddim-base", "DDIMScheduler", 0.6),
-    GeneratorSpec("ddpm-strong", "DDPMScheduler", 0.8, num_inference_steps=20, styles=(4, 1, 3, 0), seed_offset=1),
-    GeneratorSpec("euler-wide", "EulerDiscreteScheduler", 0.7, styles=(2, 3, 4, 1), channels=(48, 96),
+    GeneratorSpec("ddim-base", "DDIMScheduler", 0.5),
+    GeneratorSpec("ddpm-strong", "DDPMScheduler", 0.6, num_inference_steps=20, styles=(4, 1, 3, 0), seed_offset=1),
+    GeneratorSpec("euler-wide", "EulerDiscreteScheduler", 0.55, styles=(2, 3, 4, 1), channels=(48, 96),
                   seed_offset=2),
-    GeneratorSpec("dpm-small", "DPMSolverMultistepScheduler", 0.5, styles=(3, 2, 1, 4), channels=(16, 32),
+    GeneratorSpec("dpm-small", "DPMSolverMultistepScheduler", 0.45, styles=(3, 2, 1, 4), channels=(16, 32),
                   seed_offset=3),
 )
 
@@ -429,8 +549,10 @@ def train_generator(spec: GeneratorSpec, vae: AutoencoderKL, images: torch.Tenso
     """Train the denoiser of ``spec`` on VAE latents of styled images and wrap it as a generator.
 
     Every image is restyled with each of the spec's styles and encoded once (posterior mean and standard
-    deviation); a batch draws images, prompts and a posterior sample with the step's generator.
-    ``latent_scale`` is 1 / std of the identity-styled latent means, as SD's 0.18215 was derived.
+    deviation). The denoiser is a :class:`ResidualDenoiser`: the exact denoiser of a Gaussian fitted per prompt
+    to these latents, plus a zero-initialised UNet trained on the residual; a batch draws images, prompts and
+    a posterior sample with the step's generator. ``latent_scale`` is 1 / std of the identity-styled latent
+    means, as SD's 0.18215 was derived.
 
     Args:
         spec: the generator's knobs.
@@ -453,7 +575,9 @@ def train_generator(spec: GeneratorSpec, vae: AutoencoderKL, images: torch.Tenso
                       for style in spec.styles]
     means = scale * torch.stack([p.mean for p in posteriors])  # (prompts, M, C, h, w)
     stds = scale * torch.stack([p.std for p in posteriors])
-    unet = make_unet(len(spec.styles), spec.channels, seed=seed).to(device)
+    prior = fit_gaussian_prior(means, stds**2)
+    unet = make_unet(len(spec.styles), spec.channels, seed=seed, attention=spec.attention, zero_output=True)
+    denoiser = ResidualDenoiser(unet, prior).to(device)
     scheduler = make_scheduler("DDPMScheduler")
 
     def make_batch(step: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -465,10 +589,10 @@ def train_generator(spec: GeneratorSpec, vae: AutoencoderKL, images: torch.Tenso
     def loss_fn(model, batch, generator):
         return denoiser_loss(model, scheduler, *batch, generator)
 
-    fit(unet, torch.optim.Adam(unet.parameters(), lr=lr), loss_fn, make_batch, num_steps, seed=seed,
+    fit(denoiser, torch.optim.Adam(unet.parameters(), lr=lr), loss_fn, make_batch, num_steps, seed=seed,
         checkpoint=checkpoint, desc=spec.name)
-    return Img2ImgGenerator(vae, unet.requires_grad_(False), spec.scheduler, spec.strength, spec.num_inference_steps,
-                            latent_scale=scale)
+    return Img2ImgGenerator(vae, denoiser.requires_grad_(False), spec.scheduler, spec.strength,
+                            spec.num_inference_steps, latent_scale=scale)
 
 
 # --------------------------------------------------------------------------------------- private
