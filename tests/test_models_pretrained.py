@@ -1,0 +1,81 @@
+"""Tests for helpers.models.pretrained: the bundled EfficientNet-Lite0 weights load offline, features have the
+documented shape and are deterministic, bad inputs and bad weight files are refused."""
+
+import pytest
+import torch
+
+from helpers.models import pretrained
+from helpers.runtime import torch_generator
+
+
+@pytest.fixture(scope="module")
+def model():
+    return pretrained.efficientnet_lite0()
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.rand(2, 3, 32, 32, generator=torch_generator(0))
+
+
+def test_bundled_weights_load_frozen(model):
+    assert pretrained.lite0_weights_path().is_file()
+    assert not model.training
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_features_shape_and_determinism(model, images, size):
+    features = pretrained.lite0_features(model, images, size=size)
+    assert features.shape == (2, pretrained.LITE0_FEATURES) and features.dtype == torch.float32
+    assert features.device == torch.device("cpu") and torch.isfinite(features).all()
+    assert torch.equal(features, pretrained.lite0_features(model, images, size=size))
+    assert not torch.allclose(features[0], features[1])  # different images, different features
+
+
+def test_features_batching_and_empty_input(model, images):
+    whole = pretrained.lite0_features(model, images, size=32)
+    torch.testing.assert_close(pretrained.lite0_features(model, images, size=32, batch_size=1), whole)
+    # Non-float input (e.g. a double tensor) is cast to float32 first.
+    torch.testing.assert_close(pretrained.lite0_features(model, images.double(), size=32), whole)
+    empty = pretrained.lite0_features(model, torch.empty(0, 3, 32, 32), size=32)
+    assert empty.shape == (0, pretrained.LITE0_FEATURES)
+
+
+@pytest.mark.parametrize("bad", [torch.rand(3, 32, 32), torch.rand(2, 1, 32, 32), torch.rand(2, 32, 32, 3)])
+def test_bad_image_shapes(model, bad):
+    with pytest.raises(ValueError, match="images"):
+        pretrained.lite0_features(model, bad, size=32)
+
+
+def test_bad_images_type_and_size(model, images):
+    with pytest.raises(ValueError, match="images"):
+        pretrained.lite0_features(model, images.numpy(), size=32)
+    with pytest.raises(ValueError, match="size"):
+        pretrained.lite0_features(model, images, size=16)
+
+
+def test_missing_weights_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no EfficientNet-Lite0 weights"):
+        pretrained.efficientnet_lite0(tmp_path / "absent.pth")
+
+
+@pytest.mark.parametrize("keys", ["foreign", "one_missing"])
+def test_wrong_state_dict_is_refused(model, tmp_path, keys):
+    if keys == "foreign":
+        state = {"foo": torch.zeros(1)}
+    else:
+        state = model.state_dict()
+        del state[next(iter(state))]
+    path = tmp_path / "wrong.pth"
+    torch.save(state, path)
+    with pytest.raises(ValueError, match="not an EfficientNet-Lite0 state dict"):
+        pretrained.efficientnet_lite0(path)
+
+
+def test_saved_state_dict_round_trip(model, images, tmp_path):
+    path = tmp_path / "lite0.pth"
+    torch.save(model.state_dict(), path)
+    loaded = pretrained.efficientnet_lite0(path)
+    assert torch.equal(pretrained.lite0_features(loaded, images, size=32),
+                       pretrained.lite0_features(model, images, size=32))
