@@ -97,6 +97,15 @@ def cache_key(key: str | Mapping[str, Any], modules: Iterable[ModuleType] | None
     return f"{slug}-{digest}"
 
 
+def state_fingerprint(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 (16 hex digits) of a state dict's names and values: names a trained model in another entry's key."""
+    digest = hashlib.sha256()
+    for name, value in sorted(state.items()):
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def save(obj: Any, path: Path) -> None:
     """Write ``obj`` to ``path`` atomically, with a checksum."""
     buffer = io.BytesIO()

@@ -8,7 +8,6 @@ classification from the representation, on all dimensions or only on those OMES 
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -20,7 +19,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.neural_network import MLPClassifier
 
 from helpers import metrics
-from helpers.cache import load_or_train
+from helpers.cache import load_or_train, state_fingerprint
 from helpers.data import dsprites, realistic, shapes3d
 from helpers.data.factors import FactorGrid, coarsen
 from helpers.data.loaders import load_dsprites_npz
@@ -283,14 +282,8 @@ def load_vae(entry: dict, settings: TrainSettings, device: str) -> VAE:
 
 
 def _fingerprint(entry: dict | None) -> str | None:
-    """SHA-256 of a trained entry's weights: the cache key of a fine-tune names the model it started from."""
-    if entry is None:
-        return None
-    digest = hashlib.sha256()
-    for name, value in sorted(entry["state"].items()):
-        digest.update(name.encode())
-        digest.update(value.cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+    """The weights of a trained entry: the cache key of a fine-tune names the model it started from."""
+    return None if entry is None else state_fingerprint(entry["state"])
 
 
 # ----------------------------------------------------------------------------------------------------
