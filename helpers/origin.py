@@ -14,6 +14,7 @@ What this module provides:
   (or a plain softmax classifier, the paper's loss ablation), and :func:`extract`;
 * the theory as checks on tensors: :func:`lemma1_residual` (Lemma 1, Eq. 2 / 10-14),
   :func:`null_space_map` and :func:`shrinkage` (Theorem 1, Eq. 1, with the construction of Lemma 2),
+  :func:`discriminant_map` (a construction that also keeps the origins apart),
   :func:`singular_value_cosine` (Observation 1, Eq. 4) and :func:`generalisation_gap` (Theorem 2, Eq. 3,
   in the normalisation of Eqs. 5-7).
 
@@ -401,6 +402,45 @@ def null_space_map(differences: torch.Tensor, m: int) -> torch.Tensor:
         raise ValueError(f"m must be an integer in [1, {n}] (the embedding dimension), got {m!r}")
     _, _, vh = torch.linalg.svd(differences, full_matrices=True)
     return vh[-m:].T.contiguous()
+
+
+def discriminant_map(differences: torch.Tensor, origins: torch.Tensor, m: int, ridge: float = 1e-6) -> torch.Tensor:
+    """A ``W`` that keeps origins apart while hiding the generation shift: a generalised eigenproblem.
+
+    Theorem 1 needs ``T W ≈ 0`` *and* ``E_o W`` spread out. The near-null space of ``T`` alone
+    (:func:`null_space_map`) can fall where the origins do not vary either. Here ``W`` holds the ``m`` top
+    generalised eigenvectors of ``C_o v = λ C_T v`` with ``C_o`` the covariance of the origins and
+    ``C_T = TᵀT / N + ridge · tr(C_T)/n · I``: the directions with the largest ratio of origin spread to shift
+    (Fisher's discriminant with origins as classes). ``‖T W‖ / ‖(E_o − mean) W‖`` is as small as a rank-m map
+    can make it, up to the ridge.
+
+    Args:
+        differences: (N, n) ``T``.
+        origins: (M, n) origin embeddings.
+        m: number of columns, ``1 <= m <= n``.
+        ridge: relative ridge on ``C_T`` (it must be positive definite).
+
+    Returns:
+        (n, m) ``W`` in float64, columns ``C_T``-orthonormal.
+    """
+    _check_matrix(differences, "differences")
+    _check_matrix(origins, "origins", columns=differences.shape[1])
+    n = differences.shape[1]
+    if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= n:
+        raise ValueError(f"m must be an integer in [1, {n}] (the embedding dimension), got {m!r}")
+    if not ridge > 0:
+        raise ValueError(f"ridge must be positive, got {ridge}")
+    t = differences.double()
+    centred = origins.double() - origins.double().mean(0)
+    shift = t.T @ t / len(t)
+    shift = shift + ridge * torch.trace(shift) / n * torch.eye(n, dtype=torch.float64)
+    spread = centred.T @ centred / max(len(centred) - 1, 1)
+    # Whiten by the shift (Cholesky), then an ordinary symmetric eigenproblem: C_T = L Lᵀ, A = L⁻¹ C_o L⁻ᵀ.
+    lower = torch.linalg.cholesky(shift)
+    whitened = torch.linalg.solve_triangular(lower, spread, upper=False)
+    whitened = torch.linalg.solve_triangular(lower, whitened.T, upper=False)
+    _, vectors = torch.linalg.eigh((whitened + whitened.T) / 2)
+    return torch.linalg.solve_triangular(lower.T, vectors[:, -m:], upper=True)
 
 
 def shrinkage(differences: torch.Tensor, origins: torch.Tensor, W: torch.Tensor | None = None) -> float:

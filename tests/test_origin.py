@@ -9,6 +9,7 @@ from helpers.origin import (
     MLPMap,
     cosface_logits,
     cosface_loss,
+    discriminant_map,
     extract,
     generalisation_gap,
     lemma1_residual,
@@ -248,3 +249,27 @@ def _train(**overrides):
 def test_bad_input_raises_value_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_discriminant_map_keeps_origins_apart_where_the_null_space_does_not():
+    generator = torch.Generator().manual_seed(0)
+    n = 20
+    # origins vary in dims 0-9 only; the shift lives in dims 0-4, with some noise in 5-9 and less in 10-19
+    spread = torch.randn(400, 10, generator=generator)
+    origins = torch.cat([spread, 1e-4 * torch.randn(400, 10, generator=generator)], 1)
+    shift = torch.zeros(400, n)
+    shift[:, :5] = torch.randn(400, 5, generator=generator)
+    noise = torch.cat([torch.full((10,), 1e-1), torch.full((10,), 1e-2)])
+    T = shift + noise * torch.randn(400, n, generator=generator)
+    centred = origins - origins.mean(0)
+    null_ratio = shrinkage(T, centred, null_space_map(T, 10))
+    discriminant = discriminant_map(T, origins, 5)
+    assert discriminant.shape == (n, 5) and discriminant.dtype == torch.float64
+    disc_ratio = shrinkage(T, centred, discriminant)
+    assert null_ratio > 0.3 and disc_ratio < 0.2 * null_ratio  # the null space: origins barely vary there
+    # the chosen directions are the origin dims free of shift (5-9)
+    assert discriminant[5:10].norm() > 10 * discriminant[:5].norm()
+    with pytest.raises(ValueError, match="m must be"):
+        discriminant_map(T, origins, 0)
+    with pytest.raises(ValueError, match="ridge"):
+        discriminant_map(T, origins, 3, ridge=0)
