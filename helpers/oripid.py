@@ -1,0 +1,340 @@
+"""A miniature OriPID (notebook 02): origins, translated queries, and the methods ID² compares.
+
+Wang et al. (ICML 2025) build OriPID from DISC21 origins translated by seven image-to-image diffusion models;
+a query is a translation and its origin hides among a million references. Here origins are random crops of
+the bundled photographs (:func:`helpers.data.images.photo_crops`), the generators those of
+:mod:`helpers.models.img2img`, and the gallery holds the test origins followed by distractor crops, so the
+origin of test query ``i`` is reference ``i``.
+
+Methods beside the linear map of :mod:`helpers.origin`: raw VAE embeddings (:func:`vae_embeddings`), a
+similarity-based pixel CNN (:class:`PixelEmbedder`, trained with the same CosFace loss through
+:func:`helpers.origin.train_map` on flattened pixels), and frozen EfficientNet-Lite0 features
+(:mod:`helpers.models.pretrained`). :func:`train_classifier` also measures how far apart the generators are,
+as the paper's generator classifier does. :func:`gaussian_blur` and :func:`jpeg` are the query attacks of its
+robustness study.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from tqdm.auto import tqdm
+
+from helpers.cache import load_or_train, state_fingerprint
+from helpers.data.images import photo_crops
+from helpers.models import img2img
+from helpers.models.img2img import IMAGE_SIZE, Img2ImgGenerator, encode
+from helpers.origin import LinearMap, MLPMap, train_map
+from helpers.retrieval import evaluate
+from helpers.runtime import seeded, torch_generator
+from helpers.training import fit
+
+_SPLIT_STREAM = 20_250_102  # the numpy stream of the origin crops
+
+
+@dataclass(frozen=True)
+class OriginSplit:
+    """Origins ``(N, 3, 32, 32)`` in [0, 1]: training origins, test origins and distractor references."""
+
+    train: torch.Tensor
+    test: torch.Tensor
+    distractors: torch.Tensor
+
+    @property
+    def references(self) -> torch.Tensor:
+        """The gallery: test origins first (test query ``i`` belongs to reference ``i``), then distractors."""
+        return torch.cat([self.test, self.distractors])
+
+
+def make_origin_split(num_train: int, num_test: int, num_distractors: int, seed: int) -> OriginSplit:
+    """Draw ``num_train + num_test + num_distractors`` distinct random photo crops and split them in that order."""
+    for name, value in (("num_train", num_train), ("num_test", num_test), ("num_distractors", num_distractors)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    crops, _ = photo_crops(num_train + num_test + num_distractors, IMAGE_SIZE,
+                           np.random.default_rng([seed, _SPLIT_STREAM]))
+    crops = torch.from_numpy(crops)
+    return OriginSplit(*crops.split([num_train, num_test, num_distractors]))
+
+
+def translate_batched(generator: Img2ImgGenerator, images: torch.Tensor, seed: int, batch_size: int = 250,
+                      desc: str = "translate") -> tuple[torch.Tensor, torch.Tensor]:
+    """Translate every image under a prompt drawn uniformly at random, batch ``b`` on stream ``b + 1`` of ``seed``.
+
+    Returns:
+        ``(translations (N, 3, 32, 32), prompts (N,))``; the same for the same seed whatever the batch size
+        is not guaranteed (the noise is drawn per batch), so keep ``batch_size`` fixed within a study.
+    """
+    prompts = torch.randint(generator.num_prompts, (len(images),), generator=torch_generator(seed, 0))
+    chunks = zip(images.split(batch_size), prompts.split(batch_size), strict=True)
+    out = [generator.translate(x, p, seed, stream=b + 1)
+           for b, (x, p) in enumerate(tqdm(list(chunks), desc=desc, leave=False))]
+    return torch.cat(out), prompts
+
+
+@torch.no_grad()
+def vae_embeddings(vae, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Flattened posterior means ``E(x)`` ``(N, n)`` of ``images`` ``(N, 3, 32, 32)``, computed in batches."""
+    return torch.cat([encode(vae, chunk).cpu() for chunk in images.split(batch_size)])
+
+
+class PixelEmbedder(nn.Module):
+    """A small CNN on flattened pixels: ``(B, 3·S·S) → (B, out_dim)``.
+
+    Three stride-2 3×3 convolutions (32, 64, 128 channels, ReLU), global average pooling, a linear layer. It
+    takes flattened rows so that :func:`helpers.origin.train_map` and :func:`helpers.origin.extract` (which
+    work on ``(N, n)`` matrices) train and apply it like the linear map.
+    """
+
+    def __init__(self, out_dim: int, image_size: int = IMAGE_SIZE, seed: int = 0):
+        super().__init__()
+        if out_dim < 1 or image_size < 8:
+            raise ValueError(f"out_dim must be >= 1 and image_size >= 8, got {out_dim}, {image_size}")
+        self.image_size = image_size
+        with seeded(seed):
+            self.net = nn.Sequential(
+                nn.Conv2d(3, 32, 3, stride=2, padding=1), nn.ReLU(),
+                nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
+                nn.Conv2d(64, 128, 3, stride=2, padding=1), nn.ReLU(),
+                nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, out_dim),
+            )
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.net(pixels.view(len(pixels), 3, self.image_size, self.image_size))
+
+
+def train_classifier(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, steps: int, seed: int,
+                     lr: float = 3e-3, batch_size: int = 128) -> nn.Module:
+    """Train ``model`` (rows → logits) by cross-entropy with Adam; each step draws a batch from ``(seed, step)``.
+
+    Args:
+        model: maps ``(B, ...)`` inputs to ``(B, C)`` logits; trained in place, returned in eval mode.
+        inputs: ``(N, ...)`` training inputs.
+        labels: ``(N,)`` classes in ``[0, C)``.
+        steps, seed, lr, batch_size: the schedule.
+    """
+    if len(inputs) != len(labels) or not 1 <= batch_size <= len(inputs):
+        raise ValueError(f"need len(inputs) == len(labels) >= batch_size >= 1, got {len(inputs)}, {len(labels)}, "
+                         f"{batch_size}")
+
+    def make_batch(step: int, generator: torch.Generator):
+        rows = torch.randperm(len(inputs), generator=generator)[:batch_size]
+        return inputs[rows], labels[rows]
+
+    def loss_fn(net, batch, generator):
+        x, y = batch
+        logits = net(x)
+        return F.cross_entropy(logits, y), {"accuracy": (logits.argmax(1) == y).float().mean().item()}
+
+    fit(model, torch.optim.Adam(model.parameters(), lr=lr), loss_fn, make_batch, steps, seed=seed, desc="classifier")
+    return model.eval()
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+    """Top-1 accuracy of a logits model on ``(inputs, labels)``."""
+    model.eval()
+    predicted = torch.cat([model(chunk).argmax(1) for chunk in inputs.split(batch_size)])
+    return (predicted == labels).float().mean().item()
+
+
+def retrieval_table(queries: Mapping[str, torch.Tensor], references: torch.Tensor) -> dict[str, dict[str, float]]:
+    """mAP and top-1 accuracy per generator: query ``i`` of each ``(Q, d)`` set belongs to reference ``i``."""
+    table = {}
+    for name, features in queries.items():
+        scores = evaluate(features, references, np.arange(len(features)), ks=(1,))
+        table[name] = {"mAP": scores["mAP"], "acc": scores["acc@1"]}
+    return table
+
+
+def seen_unseen(table: Mapping[str, Mapping[str, float]], seen: str) -> dict[str, float]:
+    """``map_seen``, ``map_unseen``, ``acc_seen``, ``acc_unseen``: the seen generator, and the mean over the others."""
+    if seen not in table or len(table) < 2:
+        raise ValueError(f"table needs the seen generator {seen!r} and at least one other, got {list(table)}")
+    unseen = [name for name in table if name != seen]
+    return {"map_seen": table[seen]["mAP"], "map_unseen": float(np.mean([table[n]["mAP"] for n in unseen])),
+            "acc_seen": table[seen]["acc"], "acc_unseen": float(np.mean([table[n]["acc"] for n in unseen]))}
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``(N, 3, S, S)`` images, kernel radius ⌈3σ⌉, reflected borders; σ = 0 is a copy."""
+    if sigma < 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma}")
+    if sigma == 0:
+        return images.clone()
+    radius = max(1, math.ceil(3 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype)
+    kernel = torch.exp(-offsets**2 / (2 * sigma**2))
+    kernel = (kernel / kernel.sum()).to(images.device)
+    x = F.pad(images, (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
+    return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
+
+
+def jpeg(images: torch.Tensor, quality: int) -> torch.Tensor:
+    """JPEG-compress ``(N, 3, S, S)`` images in [0, 1] at ``quality`` (1–100) with Pillow and decode them back."""
+    if not 1 <= quality <= 100:
+        raise ValueError(f"quality must be in [1, 100], got {quality}")
+    pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    out = []
+    for array in pixels:
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
+        out.append(np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")))
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float().div(255).to(images.device)
+
+
+def flatten_pixels(images: torch.Tensor) -> torch.Tensor:
+    """``(N, 3, S, S)`` → ``(N, 3·S·S)``, the rows :class:`PixelEmbedder` reads."""
+    return images.reshape(len(images), -1)
+
+
+def stack_pairs(origins: torch.Tensor, translations: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training rows for a proxy classifier: every origin and its translations, labelled by origin id.
+
+    Args:
+        origins: ``(M, ...)`` origin rows (embeddings or flattened pixels).
+        translations: ``K`` tensors ``(M, ...)``, translation ``k`` of origin ``i`` at row ``i``.
+
+    Returns:
+        ``(rows ((K + 1)·M, ...), labels ((K + 1)·M,))``.
+    """
+    if any(t.shape != origins.shape for t in translations):
+        raise ValueError(f"every translation set must have the origins' shape {tuple(origins.shape)}")
+    ids = torch.arange(len(origins))
+    return torch.cat([origins, *translations]), ids.repeat(len(translations) + 1)
+
+
+# ------------------------------------------------------------------------------ cached study steps
+
+
+def study_vae(cfg, split: OriginSplit):
+    """The notebook's VAE: ``cfg.vae_path`` loaded from disk, or a small AutoencoderKL trained on the training
+    origins (cached, resumable). A loaded VAE must map 32×32 images to 4×8×8 latents like the trained one."""
+    if cfg.vae_path:
+        vae = img2img.load_pretrained_vae(cfg.vae_path)
+        side = vae.config.sample_size // 2 ** (len(vae.config.block_out_channels) - 1)
+        if (vae.config.latent_channels, side) != (img2img.LATENT_CHANNELS, IMAGE_SIZE // 4):
+            raise ValueError(f"VAE_PATH={cfg.vae_path}: the generators need 4×8×8 latents of 32×32 images, this "
+                             f"VAE gives {vae.config.latent_channels}×{side}×{side}")
+        return vae.requires_grad_(False)
+    key = {"name": "oripid-vae", "seed": cfg.seed, "channels": cfg.vae_channels, "steps": cfg.vae_steps,
+           "lr": cfg.vae_lr, "origins": len(split.train)}
+
+    def train(checkpoint):
+        return img2img.train_vae(split.train, seed=cfg.seed, num_steps=cfg.vae_steps, device=cfg.device,
+                                 checkpoint=checkpoint, lr=cfg.vae_lr, block_out_channels=cfg.vae_channels).cpu()
+
+    return load_or_train(key, train, resumable=True, modules=[sys.modules[__name__]])
+
+
+def study_generators(cfg, vae, split: OriginSplit,
+                     specs: Sequence[img2img.GeneratorSpec] = img2img.GENERATOR_SPECS) -> dict[str, Img2ImgGenerator]:
+    """Train (or load) one generator per spec on the training origins, all on ``vae``; keyed by spec name."""
+    generators = {}
+    for spec in specs:
+        key = {"name": f"oripid-generator-{spec.name}", "spec": spec.as_dict(), "seed": cfg.seed,
+               "steps": cfg.generator_steps, "lr": cfg.generator_lr, "vae": state_fingerprint(vae.state_dict()),
+               "origins": len(split.train)}
+
+        def train(checkpoint, spec=spec):
+            generator = img2img.train_generator(spec, vae, split.train, seed=cfg.seed, num_steps=cfg.generator_steps,
+                                                device=cfg.device, checkpoint=checkpoint, lr=cfg.generator_lr)
+            return dataclass_to_cpu(generator)
+
+        generators[spec.name] = load_or_train(key, train, resumable=True, modules=[sys.modules[__name__]])
+    return generators
+
+
+def dataclass_to_cpu(generator: Img2ImgGenerator) -> Img2ImgGenerator:
+    """The generator with its VAE and denoiser moved to the CPU (what the cache stores)."""
+    generator.vae.cpu()
+    generator.denoiser.cpu()
+    return generator
+
+
+@dataclass(frozen=True)
+class Queries:
+    """Every translation the study needs (images in [0, 1], row ``i`` translates origin ``i`` of its set).
+
+    Attributes:
+        train: ``{generator: [K tensors (num_train, 3, 32, 32)]}`` for the seen generator (K translations per
+            origin) and one set for the second generator (for W₂ of Theorem 2).
+        classifier: ``{generator: (classifier_origins, 3, 32, 32)}`` translations of the first training origins,
+            the generator classifier's training set.
+        test: ``{generator: (num_test, 3, 32, 32)}`` translations of the test origins, the retrieval queries.
+    """
+
+    train: dict[str, list[torch.Tensor]]
+    classifier: dict[str, torch.Tensor]
+    test: dict[str, torch.Tensor]
+
+
+def study_queries(cfg, generators: Mapping[str, Img2ImgGenerator], split: OriginSplit) -> Queries:
+    """Translate the origins the study needs (cached): see :class:`Queries`. The first generator is the seen one."""
+    names = list(generators)
+    key = {"name": "oripid-queries", "seed": cfg.seed, "split": [len(split.train), len(split.test)],
+           "k": cfg.translations_per_origin, "classifier_origins": cfg.classifier_origins,
+           "generators": {n: state_fingerprint(g.denoiser.state_dict()) for n, g in generators.items()},
+           "vae": state_fingerprint(generators[names[0]].vae.state_dict())}
+
+    def build():
+        train = {names[0]: [translate_batched(generators[names[0]], split.train, cfg.seed * 1000 + k,
+                                              desc=f"{names[0]} train #{k}")[0]
+                            for k in range(cfg.translations_per_origin)],
+                 names[1]: [translate_batched(generators[names[1]], split.train, cfg.seed * 1000,
+                                              desc=f"{names[1]} train")[0]]}
+        few = cfg.classifier_origins
+        classifier = {n: train[n][0][:few] if n in train else
+                      translate_batched(g, split.train[:few], cfg.seed * 1000, desc=f"{n} classifier")[0]
+                      for n, g in generators.items()}
+        test = {n: translate_batched(g, split.test, cfg.seed * 1000 + 999, desc=f"{n} test")[0]
+                for n, g in generators.items()}
+        return Queries(train, classifier, test)
+
+    return load_or_train(key, build, modules=[sys.modules[__name__]])
+
+
+def study_map(cfg, tag: str, rows: torch.Tensor, labels: torch.Tensor, *, out_dim: int, layers: int = 1,
+              loss: str = "cosface", pixels: bool = False) -> tuple[nn.Module, float]:
+    """Train (or load) a map with a proxy classifier over origin ids; returns it and its training seconds.
+
+    Args:
+        cfg: the notebook config (seed, ``map_steps``/``cnn_steps``, ``map_lr``).
+        tag: names the cache entry; it must change whenever ``rows`` do.
+        rows: ``(N, n)`` embeddings, or flattened pixels when ``pixels``.
+        labels: ``(N,)`` origin ids.
+        out_dim: ``m``.
+        layers: 1 is :class:`helpers.origin.LinearMap`, more an :class:`helpers.origin.MLPMap`.
+        loss: ``"cosface"`` or ``"softmax"``.
+        pixels: train a :class:`PixelEmbedder` (the similarity-based baseline) instead.
+    """
+    steps = cfg.cnn_steps if pixels else cfg.map_steps
+    key = {"name": f"oripid-map-{tag}", "seed": cfg.seed, "steps": steps, "lr": cfg.map_lr, "m": out_dim,
+           "layers": layers, "loss": loss, "pixels": pixels, "rows": list(rows.shape),
+           "data": state_fingerprint({"rows": rows, "labels": labels})}
+
+    def train(checkpoint):
+        if pixels:
+            model = PixelEmbedder(out_dim, seed=cfg.seed)
+        elif layers == 1:
+            model = LinearMap(rows.shape[1], out_dim, seed=cfg.seed)
+        else:
+            model = MLPMap(rows.shape[1], out_dim, layers=layers, seed=cfg.seed)
+        start = time.perf_counter()
+        train_map(model.to(cfg.device), rows, labels, int(labels.max()) + 1, steps, cfg.seed, lr=cfg.map_lr,
+                  batch_size=min(256, len(rows)), loss=loss, checkpoint=checkpoint)
+        return {"model": model.cpu().eval(), "seconds": time.perf_counter() - start}
+
+    entry = load_or_train(key, train, resumable=True, modules=[sys.modules[__name__]])
+    return entry["model"], entry["seconds"]

@@ -1,0 +1,161 @@
+"""Tests for helpers.oripid: the miniature OriPID, its baselines, attacks and cached study steps."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from diffusers import AutoencoderKL
+
+from helpers import oripid
+from helpers.models import img2img
+from helpers.origin import LinearMap
+from helpers.runtime import torch_generator
+
+
+@pytest.fixture(scope="module")
+def split():
+    return oripid.make_origin_split(6, 4, 5, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_generator():
+    vae = img2img.make_vae((16, 16, 16), seed=0).requires_grad_(False)
+    unet = img2img.make_unet(3, (16, 16), seed=0, attention=False).requires_grad_(False)
+    return img2img.Img2ImgGenerator(vae, unet, num_inference_steps=4, strength=0.5)
+
+
+def test_split_shapes_order_and_determinism(split):
+    assert split.train.shape == (6, 3, 32, 32) and split.test.shape == (4, 3, 32, 32)
+    assert split.distractors.shape == (5, 3, 32, 32)
+    assert torch.equal(split.references[:4], split.test) and len(split.references) == 9
+    again = oripid.make_origin_split(6, 4, 5, seed=0)
+    assert torch.equal(again.train, split.train) and torch.equal(again.distractors, split.distractors)
+    everything = torch.cat([split.train, split.references]).flatten(1)
+    assert torch.cdist(everything, everything).add(torch.eye(15) * 1e9).min() > 0  # all crops distinct
+    assert not torch.equal(oripid.make_origin_split(6, 4, 5, seed=1).train, split.train)
+
+
+@pytest.mark.parametrize("args", [(0, 4, 5), (6, -1, 5), (6, 4, 2.5), (True, 4, 5)])
+def test_split_rejects_bad_counts(args):
+    with pytest.raises(ValueError, match="positive integer"):
+        oripid.make_origin_split(*args, seed=0)
+
+
+def test_translate_batched_is_deterministic_and_prompted(tiny_generator, split):
+    out, prompts = oripid.translate_batched(tiny_generator, split.train, seed=3, batch_size=4)
+    assert out.shape == split.train.shape and prompts.shape == (6,)
+    assert 0 <= prompts.min() and prompts.max() < 3
+    again, prompts_again = oripid.translate_batched(tiny_generator, split.train, seed=3, batch_size=4)
+    assert torch.equal(out, again) and torch.equal(prompts, prompts_again)
+    assert not torch.equal(out, oripid.translate_batched(tiny_generator, split.train, seed=4, batch_size=4)[0])
+    # each batch has its own noise stream: the second batch is not the first batch's noise reused
+    assert torch.equal(out[:4], tiny_generator.translate(split.train[:4], prompts[:4], 3, stream=1))
+
+
+def test_vae_embeddings_match_one_shot_encoding(tiny_generator, split):
+    batched = oripid.vae_embeddings(tiny_generator.vae, split.train, batch_size=4)
+    torch.testing.assert_close(batched, img2img.encode(tiny_generator.vae, split.train))
+    assert batched.shape == (6, 256)
+
+
+def test_pixel_embedder_reads_flattened_rows(split):
+    model = oripid.PixelEmbedder(7, seed=0)
+    rows = oripid.flatten_pixels(split.train)
+    assert rows.shape == (6, 3 * 32 * 32) and model(rows).shape == (6, 7)
+    assert torch.equal(model(rows), oripid.PixelEmbedder(7, seed=0)(rows))
+    with pytest.raises(ValueError):
+        oripid.PixelEmbedder(0)
+
+
+def test_train_classifier_separates_two_clusters():
+    generator = torch_generator(0)
+    inputs = torch.cat([torch.randn(64, 5, generator=generator) + 3, torch.randn(64, 5, generator=generator) - 3])
+    labels = torch.arange(2).repeat_interleave(64)
+    model = oripid.train_classifier(torch.nn.Linear(5, 2), inputs, labels, steps=60, seed=0, lr=0.05, batch_size=32)
+    assert oripid.accuracy(model, inputs, labels) == 1.0
+    assert oripid.accuracy(model, inputs, 1 - labels) == 0.0
+    with pytest.raises(ValueError):
+        oripid.train_classifier(torch.nn.Linear(5, 2), inputs, labels[:10], steps=1, seed=0)
+
+
+def test_retrieval_table_and_seen_unseen():
+    references = torch.eye(6)
+    exact = references[:3]
+    shifted = references[[1, 2, 0]]  # each query's own origin is never first
+    table = oripid.retrieval_table({"a": exact, "b": shifted}, references)
+    assert table["a"] == {"mAP": 1.0, "acc": 1.0}
+    assert table["b"]["acc"] == 0.0 and table["b"]["mAP"] < 1.0
+    table["c"] = {"mAP": 0.5, "acc": 0.25}
+    summary = oripid.seen_unseen(table, "a")
+    assert summary["map_seen"] == 1.0 and summary["acc_seen"] == 1.0
+    assert summary["map_unseen"] == pytest.approx((table["b"]["mAP"] + 0.5) / 2)
+    assert summary["acc_unseen"] == pytest.approx(0.125)
+    with pytest.raises(ValueError, match="seen generator"):
+        oripid.seen_unseen(table, "zzz")
+
+
+def test_gaussian_blur_known_answers(split):
+    image = split.train[:2]
+    assert torch.equal(oripid.gaussian_blur(image, 0), image)
+    constant = torch.full((1, 3, 16, 16), 0.3)
+    torch.testing.assert_close(oripid.gaussian_blur(constant, 1.5), constant)
+    blurred = oripid.gaussian_blur(image, 1.0)
+    assert blurred.shape == image.shape
+    # blurring removes high frequencies: neighbouring pixels get closer
+    assert blurred.diff(dim=-1).abs().mean() < image.diff(dim=-1).abs().mean()
+    impulse = torch.zeros(1, 3, 15, 15)
+    impulse[..., 7, 7] = 1
+    assert oripid.gaussian_blur(impulse, 1.0).sum().item() == pytest.approx(3.0, rel=1e-5)  # mass preserved
+    with pytest.raises(ValueError, match="sigma"):
+        oripid.gaussian_blur(image, -1)
+
+
+def test_jpeg_round_trip(split):
+    image = split.train[:2]
+    high, low = oripid.jpeg(image, 100), oripid.jpeg(image, 10)
+    assert high.shape == image.shape and high.dtype == torch.float32
+    assert (high - image).abs().mean() < (low - image).abs().mean()
+    assert (high - image).abs().mean() < 0.02
+    with pytest.raises(ValueError, match="quality"):
+        oripid.jpeg(image, 0)
+
+
+def test_stack_pairs_labels_every_member_by_origin():
+    origins = torch.arange(6.0).reshape(3, 2)
+    rows, labels = oripid.stack_pairs(origins, [origins + 10, origins + 20])
+    assert rows.shape == (9, 2) and labels.tolist() == [0, 1, 2] * 3
+    assert torch.equal(rows[4], origins[1] + 10)
+    with pytest.raises(ValueError, match="shape"):
+        oripid.stack_pairs(origins, [origins[:2]])
+
+
+def _cfg(tmp_path, **values):
+    return SimpleNamespace(**{"seed": 0, "device": "cpu", "map_steps": 5, "cnn_steps": 3, "map_lr": 3e-3,
+                              "vae_path": "", **values})
+
+
+def test_study_map_trains_once_then_loads(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    generator = torch_generator(0)
+    rows, labels = torch.randn(12, 8, generator=generator), torch.arange(4).repeat(3)
+    model, seconds = oripid.study_map(_cfg(tmp_path), "test", rows, labels, out_dim=4)
+    assert isinstance(model, LinearMap) and seconds > 0 and len(list(tmp_path.glob("*.pt"))) == 1
+    loaded, loaded_seconds = oripid.study_map(_cfg(tmp_path), "test", rows, labels, out_dim=4)
+    assert torch.equal(loaded.matrix, model.matrix) and loaded_seconds == seconds
+    oripid.study_map(_cfg(tmp_path), "test", rows + 1, labels, out_dim=4)  # other rows: another entry
+    assert len(list(tmp_path.glob("*.pt"))) == 2
+
+
+def test_study_vae_loads_a_saved_autoencoder(tmp_path, split):
+    folder = tmp_path / "vae"
+    img2img.make_vae((16, 16, 16), seed=1).save_pretrained(folder)
+    vae = oripid.study_vae(_cfg(tmp_path, vae_path=str(folder)), split)
+    assert isinstance(vae, AutoencoderKL) and not any(p.requires_grad for p in vae.parameters())
+    torch.testing.assert_close(img2img.encode(vae, split.test), img2img.encode(img2img.make_vae((16, 16, 16), seed=1),
+                                                                                   split.test))
+    shallow = tmp_path / "shallow"
+    AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                  block_out_channels=(16, 16), latent_channels=4, norm_num_groups=16, sample_size=32,
+                  layers_per_block=1).save_pretrained(shallow)
+    with pytest.raises(ValueError, match="4×8×8"):
+        oripid.study_vae(_cfg(tmp_path, vae_path=str(shallow)), split)
