@@ -1,0 +1,749 @@
+"""Unsupervised synthetic-image attribution by per-domain Infomax heads (A&D), and the theory behind it.
+
+Paper: Liu, Chen, Sun, Liu, Zhang, "Unsupervised Synthetic Image Attribution: Alignment and Disentanglement"
+(A&D), arXiv:2601.22663. No official code exists; the substrate is the AbC benchmark
+(PeterWang512/GenDataAttribution): one identity-initialised linear head per domain on frozen backbone
+features, cosine retrieval.
+
+Setting: a frozen self-supervised backbone embeds synthetic images (domain S) and training exemplars
+(domain E). Two linear heads ``H_S`` and ``H_E`` (d, d) map each centred feature ``z`` to ``H z``; they are
+trained **without pairs**, each by Infomax ICA on its own domain, plus an orthogonality penalty:
+
+    L = L_IM(H_S) + L_IM(H_E) + λ (‖H_Sᵀ H_S − I‖²_F + ‖H_Eᵀ H_E − I‖²_F)
+    L_IM(H) = −log|det H| − (1/N) Σ_n Σ_i log p(y_{n,i}),   y_n = H z_n,   log p(u) = −2 log cosh u
+
+(``log p`` up to its constant ``−log 2``: ``p(u) = sech²(u) / 2`` is the logistic density of scale 1/2, so
+this is the Bell–Sejnowski Infomax with the tanh score). The paper's argument: CCA, the supervised answer,
+splits into within-domain whitening (which ICA provides) and cross-domain alignment (which contrastive
+backbones roughly provide already); identity initialisation of both heads keeps the two domains' component
+orders aligned, while different random initialisations scramble them.
+
+What this module provides:
+
+* the loss: :func:`infomax_loss`, :func:`orthogonality_penalty`, :func:`ad_loss` (reference forms, autograd),
+  and :func:`head_objective` (the same value with a closed-form gradient, used for training);
+* the heads and their training: :class:`Unmixing` (one domain), :class:`Heads` (two domains),
+  :func:`train_infomax` and :func:`train_heads` (through :func:`helpers.training.fit`: per-step generators,
+  resumable checkpoints, a progress bar);
+* per-domain ZCA whitening: :func:`whiten`, :func:`apply_whitening`;
+* source-recovery scores: :func:`mean_corr_coef` (MCC) and :func:`amari_distance`;
+* the CCA decomposition: :func:`cca_decomposition`;
+* a planted problem with a known answer: :func:`planted_two_domain`.
+
+Conventions: data matrices hold one sample per **row**, (N, d); matrices act on column vectors as in the
+paper (``y_n = H z_n``, ``z_n = A s_n``), so in row form ``Y = Z Hᵀ`` and ``Z = S Aᵀ``; the global system
+of a head on a mixture is ``P = H A`` (what :func:`amari_distance` scores).
+
+Choices where the paper is silent: the tanh prior (not the logistic one, nor extended Infomax); inputs
+centred by each domain's full-data mean but not whitened; Adam on the Euclidean gradient (not the natural
+gradient of MNE's Infomax), in float32; minibatches drawn independently per domain (the domains are unpaired
+and may differ in size); "random" initialisation = Haar-random orthogonal matrices (so that only the
+mismatch, not the scale, differs from the identity).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from torch import nn
+
+from helpers.cache import Checkpoint
+from helpers.runtime import torch_generator
+from helpers.training import fit
+
+UNMIXING_INITS = ("identity", "random")
+HEAD_INITS = ("identity", "random", "same_random")
+DOMAINS = ("s", "e")
+# Stream of the seed generators used for initialisation and data; fit's per-step streams are 0 .. steps - 1.
+_INIT_STREAM = 2**40
+_DATA_STREAM = 2**41
+_LOG2 = math.log(2.0)
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+# --------------------------------------------------------------------------------------------------------
+# Loss
+# --------------------------------------------------------------------------------------------------------
+
+
+def log_cosh(u: torch.Tensor) -> torch.Tensor:
+    """``log cosh u``, stable for large ``|u|``: ``u + softplus(−2u) − log 2``."""
+    return u + F.softplus(-2.0 * u) - _LOG2
+
+
+def infomax_loss(y: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
+    """Infomax ICA loss (negative log-likelihood per sample, up to a constant) of one domain.
+
+    ``L_IM = −log|det H| − (1/N) Σ_n Σ_i log p(y_{n,i})`` with ``log p(u) = −2 log cosh u``, i.e.
+    ``L_IM = −log|det H| + (2/N) Σ_n Σ_i log cosh y_{n,i}``.
+
+    Args:
+        y: (N, d) outputs ``y = z Hᵀ`` of the head on centred features ``z``.
+        H: (d, d) the head.
+
+    Returns:
+        The scalar loss.
+    """
+    _check_square(H, "H")
+    _check_matrix(y, "y", columns=H.shape[0])
+    _, logabsdet = torch.linalg.slogdet(H)
+    return -logabsdet + 2.0 * log_cosh(y).sum() / y.shape[0]
+
+
+def orthogonality_penalty(H: torch.Tensor) -> torch.Tensor:
+    """``‖Hᵀ H − I‖²_F`` for a (d, d) matrix ``H``: zero exactly when ``H`` is orthogonal."""
+    _check_square(H, "H")
+    gram = H.T @ H
+    return (gram - torch.eye(H.shape[0], dtype=H.dtype, device=H.device)).pow(2).sum()
+
+
+def ad_loss(z_s: torch.Tensor, z_e: torch.Tensor, H_s: torch.Tensor, H_e: torch.Tensor, lam: float) -> torch.Tensor:
+    """The A&D objective on centred features of both domains.
+
+    ``L = L_IM(H_S; z_S) + L_IM(H_E; z_E) + λ (‖H_Sᵀ H_S − I‖²_F + ‖H_Eᵀ H_E − I‖²_F)``.
+
+    Args:
+        z_s: (N_s, d) centred synthetic-domain features (subtract the domain mean first; :func:`train_heads`
+            uses each domain's full-data mean).
+        z_e: (N_e, d) centred exemplar-domain features (unpaired with ``z_s``; ``N_e`` may differ).
+        H_s: (d, d) synthetic-domain head.
+        H_e: (d, d) exemplar-domain head.
+        lam: ``λ >= 0``, weight of the orthogonality penalty.
+
+    Returns:
+        The scalar loss.
+    """
+    _check_lam(lam)
+    _check_square(H_s, "H_s")
+    _check_square(H_e, "H_e")
+    if H_s.shape != H_e.shape:
+        raise ValueError(f"H_s and H_e must have the same shape, got {tuple(H_s.shape)} and {tuple(H_e.shape)}")
+    _check_matrix(z_s, "z_s", columns=H_s.shape[0])
+    _check_matrix(z_e, "z_e", columns=H_s.shape[0])
+    loss = infomax_loss(z_s @ H_s.T, H_s) + infomax_loss(z_e @ H_e.T, H_e)
+    if lam > 0:
+        loss = loss + lam * (orthogonality_penalty(H_s) + orthogonality_penalty(H_e))
+    return loss
+
+
+class _HeadObjective(torch.autograd.Function):
+    """``L_IM(H; z) + λ ‖Hᵀ H − I‖²_F`` with its gradient in closed form, for training.
+
+    Same value as ``infomax_loss(z @ H.T, H) + lam * orthogonality_penalty(H)``, about twice as fast as
+    autograd at d = 512: the d³ work is one Gram matrix ``G = Hᵀ H``, its Cholesky factor ``L`` and inverse,
+    and one product, with
+
+        log|det H| = Σ_i log L_ii,    ∂L/∂H = (2/N) tanh(Y)ᵀ z + H (4λ (G − I) − G⁻¹)
+
+    (``H G⁻¹ = H⁻ᵀ`` is the gradient of ``log|det H|``). Forward returns ``(loss, L_IM, penalty)``; only the
+    loss is differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, H: torch.Tensor, z: torch.Tensor, lam: float):
+        y = z @ H.T
+        data = 2.0 * log_cosh(y).sum() / z.shape[0]
+        data_grad = (2.0 / z.shape[0]) * (torch.tanh(y).T @ z)
+        gram = H.T @ H
+        logabsdet, gram_inverse = _logdet_and_inverse_gram(H, gram)
+        centred_gram = gram - torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
+        penalty = centred_gram.pow(2).sum()
+        infomax = data - logabsdet
+        ctx.save_for_backward(data_grad + H @ (4.0 * lam * centred_gram - gram_inverse))
+        ctx.mark_non_differentiable(infomax, penalty)
+        return infomax + lam * penalty, infomax, penalty
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_infomax, _grad_penalty):
+        (grad,) = ctx.saved_tensors
+        return grad_loss * grad, None, None
+
+
+def head_objective(H: torch.Tensor, z: torch.Tensor, lam: float) -> tuple[torch.Tensor, float, float]:
+    """One head's training objective ``L_IM(H; z) + λ ‖Hᵀ H − I‖²_F`` with a closed-form gradient.
+
+    Args:
+        H: (d, d) the head (a parameter).
+        z: (N, d) centred features.
+        lam: ``λ >= 0``.
+
+    Returns:
+        ``(loss, L_IM, penalty)``: the differentiable scalar loss, and its two terms as floats.
+    """
+    _check_lam(lam)
+    _check_square(H, "H")
+    _check_matrix(z, "z", columns=H.shape[0])
+    loss, infomax, penalty = _HeadObjective.apply(H, z.to(H), float(lam))
+    return loss, infomax.item(), penalty.item()
+
+
+def _logdet_and_inverse_gram(H: torch.Tensor, gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log|det H|, (Hᵀ H)⁻¹)`` through the Cholesky factor of ``gram = Hᵀ H``.
+
+    The Gram matrix squares the condition number, so when the factor fails or its diagonal spans more than
+    a factor of 100 (``cond(H) >= 100``) the factorisation is redone in float64 from ``H``.
+    """
+    if gram.dtype != torch.float64:
+        factor, info = torch.linalg.cholesky_ex(gram)
+        diagonal = torch.diagonal(factor)
+        if info.item() == 0 and (diagonal.max() <= 100.0 * diagonal.min()).item():
+            return torch.log(diagonal).sum(), torch.cholesky_inverse(factor)
+    H64 = H.double()
+    factor, info = torch.linalg.cholesky_ex(H64.T @ H64)
+    if info.item() != 0:
+        raise ValueError("the head became singular (Hᵀ H is not positive definite): lower lr or raise lam")
+    logabsdet, inverse = torch.log(torch.diagonal(factor)).sum(), torch.cholesky_inverse(factor)
+    return logabsdet.to(H.dtype), inverse.to(H.dtype)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Heads
+# --------------------------------------------------------------------------------------------------------
+
+
+def random_orthogonal(d: int, generator: torch.Generator) -> torch.Tensor:
+    """A (d, d) Haar-random orthogonal matrix (QR of a Gaussian matrix with the signs of ``diag R`` fixed)."""
+    _check_dim(d)
+    gaussian = torch.randn(d, d, generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(gaussian)
+    return (q * torch.sign(torch.diagonal(r))).float()
+
+
+class Unmixing(nn.Module):
+    """One domain's linear head: ``y = H (z − μ)``, with ``H`` (d, d) trained and ``μ`` (d,) a buffer.
+
+    Args:
+        d: feature dimension.
+        init: ``"identity"`` (``H = I``) or ``"random"`` (a Haar-random orthogonal matrix from ``seed``).
+        seed: seeds the random initialisation.
+    """
+
+    def __init__(self, d: int, init: str = "identity", seed: int = 0):
+        super().__init__()
+        _check_dim(d)
+        if init not in UNMIXING_INITS:
+            raise ValueError(f"init must be one of {UNMIXING_INITS}, got {init!r}")
+        start = torch.eye(d) if init == "identity" else random_orthogonal(d, torch_generator(seed, _INIT_STREAM))
+        self.H = nn.Parameter(start)
+        self.register_buffer("mean", torch.zeros(d))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """(N, d) features → (N, d) outputs ``(z − μ) Hᵀ``."""
+        _check_matrix(z, "z", columns=self.H.shape[0])
+        return (z.to(self.H) - self.mean) @ self.H.T
+
+
+class Heads(nn.Module):
+    """The two A&D heads: ``z̃_S = H_S (z_S − μ_S)`` and ``z̃_E = H_E (z_E − μ_E)``.
+
+    Args:
+        d: feature dimension.
+        init: ``"identity"`` (both ``I``, the paper's choice), ``"random"`` (each its own Haar-random
+            orthogonal matrix: mismatched, the ablation that "fails completely") or ``"same_random"`` (one
+            Haar-random orthogonal matrix for both: random but matched).
+        seed: seeds the random initialisations.
+    """
+
+    def __init__(self, d: int, init: str = "identity", seed: int = 0):
+        super().__init__()
+        _check_dim(d)
+        if init not in HEAD_INITS:
+            raise ValueError(f"init must be one of {HEAD_INITS}, got {init!r}")
+        if init == "identity":
+            start_s = start_e = torch.eye(d)
+        elif init == "same_random":
+            start_s = start_e = random_orthogonal(d, torch_generator(seed, _INIT_STREAM))
+        else:
+            start_s = random_orthogonal(d, torch_generator(seed, _INIT_STREAM))
+            start_e = random_orthogonal(d, torch_generator(seed, _INIT_STREAM + 1))
+        self.H_s = nn.Parameter(start_s.clone())
+        self.H_e = nn.Parameter(start_e.clone())
+        self.register_buffer("mean_s", torch.zeros(d))
+        self.register_buffer("mean_e", torch.zeros(d))
+
+    def matrix(self, domain: str) -> torch.Tensor:
+        """``H_S`` (``domain="s"``) or ``H_E`` (``"e"``), (d, d)."""
+        _check_domain(domain)
+        return self.H_s if domain == "s" else self.H_e
+
+    def map(self, z: torch.Tensor, domain: str) -> torch.Tensor:
+        """Map (N, d) features of ``domain`` (``"s"`` synthetic, ``"e"`` exemplar) to ``(z − μ) Hᵀ``, (N, d)."""
+        _check_domain(domain)
+        H = self.matrix(domain)
+        _check_matrix(z, "z", columns=H.shape[0])
+        mean = self.mean_s if domain == "s" else self.mean_e
+        return (z.to(H) - mean) @ H.T
+
+
+def train_heads(
+    z_s: torch.Tensor,
+    z_e: torch.Tensor,
+    *,
+    lam: float,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    init: str = "identity",
+    record_every: int | None = None,
+    eval_fn: Callable[[Heads], float] | None = None,
+    checkpoint: Checkpoint | None = None,
+    checkpoint_every: int = 250,
+    device: str | torch.device = "cpu",
+) -> tuple[Heads, dict[str, list[float]]]:
+    """Train the two A&D heads without pairs: minimise :func:`ad_loss` by Adam on minibatches.
+
+    Each domain is centred by its own full-data mean (stored in the heads as ``mean_s``/``mean_e``). Each
+    step draws ``batch_size`` distinct rows of each domain, independently (the domains are unpaired), from
+    the per-step generator of :func:`helpers.training.fit`; a domain with fewer rows than ``batch_size``
+    is used whole. An epoch is ``ceil(max(N_s, N_e) / batch_size)`` steps. The run is fully determined by
+    ``seed`` and resumable through ``checkpoint``.
+
+    Args:
+        z_s: (N_s, d) synthetic-domain features.
+        z_e: (N_e, d) exemplar-domain features.
+        lam: ``λ >= 0``, weight of the orthogonality penalty.
+        epochs: number of epochs, >= 1.
+        batch_size: rows per domain per step, >= 1.
+        lr: Adam learning rate, > 0.
+        seed: seeds the initialisation (for random inits) and the per-step batches.
+        init: see :class:`Heads`.
+        record_every: steps between calls of ``eval_fn`` (default: once per epoch).
+        eval_fn: ``heads -> float`` (e.g. retrieval mAP), called under ``no_grad`` after 0, ``record_every``,
+            ``2 record_every``, … updates and after the last one.
+        checkpoint: where to save and resume from.
+        checkpoint_every: steps between checkpoints.
+        device: where to train.
+
+    Returns:
+        ``(heads, history)``: the trained heads (eval mode, on ``device``) and ``{"loss", "infomax_s",
+        "infomax_e", "orthogonality": [value per step]}``, plus ``"eval_step"`` (updates done) and
+        ``"eval"`` (the value of ``eval_fn``, which must not be nan) when ``eval_fn`` is given.
+        ``"orthogonality"`` is the unweighted penalty sum of both heads. Training runs in float32.
+    """
+    _check_matrix(z_s, "z_s")
+    _check_matrix(z_e, "z_e")
+    if z_s.shape[1] != z_e.shape[1]:
+        raise ValueError(f"z_s and z_e must have the same dimension, got {z_s.shape[1]} and {z_e.shape[1]}")
+    heads = Heads(z_s.shape[1], init=init, seed=seed)
+    return heads, _train(heads, [z_s, z_e], ["H_s", "H_e"], ["mean_s", "mean_e"], ["s", "e"], lam=lam,
+                         epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, record_every=record_every,
+                         eval_fn=eval_fn, checkpoint=checkpoint, checkpoint_every=checkpoint_every, device=device,
+                         desc=f"A&D heads (λ={lam:g})")
+
+
+def train_infomax(
+    z: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    lam: float = 0.0,
+    init: str = "identity",
+    record_every: int | None = None,
+    eval_fn: Callable[[Unmixing], float] | None = None,
+    checkpoint: Checkpoint | None = None,
+    checkpoint_every: int = 250,
+    device: str | torch.device = "cpu",
+) -> tuple[Unmixing, dict[str, list[float]]]:
+    """Single-domain Infomax ICA: minimise ``L_IM(H; z − μ) + λ ‖Hᵀ H − I‖²_F`` by Adam on minibatches.
+
+    Same training as :func:`train_heads` (one domain, one head; see there for the arguments). With whitened
+    inputs and ``λ = 0`` this is plain Infomax ICA with the tanh score, which recovers super-Gaussian
+    sources up to permutation, sign and scale.
+
+    Returns:
+        ``(unmixing, history)`` with history keys ``"loss"``, ``"infomax"``, ``"orthogonality"`` (and
+        ``"eval_step"``, ``"eval"`` when ``eval_fn`` is given).
+    """
+    _check_matrix(z, "z")
+    unmixing = Unmixing(z.shape[1], init=init, seed=seed)
+    return unmixing, _train(unmixing, [z], ["H"], ["mean"], [""], lam=lam, epochs=epochs,
+                            batch_size=batch_size, lr=lr, seed=seed, record_every=record_every, eval_fn=eval_fn,
+                            checkpoint=checkpoint, checkpoint_every=checkpoint_every, device=device,
+                            desc=f"Infomax (λ={lam:g})")
+
+
+def _train(
+    module: nn.Module,
+    data: list[torch.Tensor],
+    matrices: list[str],
+    means: list[str],
+    suffixes: list[str],
+    *,
+    lam: float,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    record_every: int | None,
+    eval_fn: Callable[[nn.Module], float] | None,
+    checkpoint: Checkpoint | None,
+    checkpoint_every: int,
+    device: str | torch.device,
+    desc: str,
+) -> dict[str, list[float]]:
+    """Shared loop: centre each domain, then ``Σ_k L_IM(H_k) + λ Σ_k ‖H_kᵀ H_k − I‖²`` through ``fit``."""
+    _check_lam(lam)
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr}")
+    if record_every is not None and (isinstance(record_every, bool) or not isinstance(record_every, int)
+                                     or record_every < 1):
+        raise ValueError(f"record_every must be a positive integer or None, got {record_every!r}")
+    module.to(device)
+    sizes = [x.shape[0] for x in data]
+    steps_per_epoch = math.ceil(max(sizes) / batch_size)
+    num_steps = epochs * steps_per_epoch
+    every = record_every if record_every is not None else steps_per_epoch
+    centred = []
+    with torch.no_grad():
+        for x, mean_name in zip(data, means, strict=True):
+            x = x.detach().to(device, torch.float32)
+            mean = x.mean(dim=0)
+            getattr(module, mean_name).copy_(mean)
+            centred.append(x - mean)
+    optimizer = torch.optim.Adam(module.parameters(), lr=lr)
+    names = [f"infomax_{s}" if s else "infomax" for s in suffixes]
+
+    def make_batch(step: int, generator: torch.Generator) -> tuple[int, list[torch.Tensor]]:
+        batch = []
+        for x in centred:
+            if x.shape[0] <= batch_size:
+                batch.append(x)
+            else:
+                rows = torch.randperm(x.shape[0], generator=generator)[:batch_size].to(device)
+                batch.append(x[rows])
+        return step, batch
+
+    def loss_fn(net: nn.Module, step_batch, generator) -> tuple[torch.Tensor, dict[str, float]]:
+        step, batch = step_batch
+        logs: dict[str, float] = {}
+        if eval_fn is not None:
+            # Before this step's update: the heads after ``step`` updates.
+            logs["eval"] = _evaluate(eval_fn, net) if step % every == 0 else math.nan
+        total = torch.zeros((), device=device)
+        penalty = 0.0
+        for x, matrix_name, name in zip(batch, matrices, names, strict=True):
+            loss, logs[name], head_penalty = head_objective(getattr(net, matrix_name), x, lam)
+            total = total + loss
+            penalty += head_penalty
+        logs["orthogonality"] = penalty
+        return total, logs
+
+    history = fit(module, optimizer, loss_fn, make_batch, num_steps, seed=seed, checkpoint=checkpoint,
+                  checkpoint_every=checkpoint_every, desc=desc)
+    if eval_fn is not None:
+        per_step = history.pop("eval")
+        history["eval_step"] = [float(step) for step, value in enumerate(per_step) if not math.isnan(value)]
+        history["eval"] = [value for value in per_step if not math.isnan(value)]
+        history["eval_step"].append(float(num_steps))
+        history["eval"].append(_evaluate(eval_fn, module))
+    return history
+
+
+def _evaluate(eval_fn: Callable[[nn.Module], float], module: nn.Module) -> float:
+    with torch.no_grad():
+        value = float(eval_fn(module))
+    if math.isnan(value):
+        raise ValueError("eval_fn returned nan")
+    return value
+
+
+# --------------------------------------------------------------------------------------------------------
+# Whitening
+# --------------------------------------------------------------------------------------------------------
+
+
+def whiten(z: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """ZCA whitening of one domain: ``ẑ = (z − μ) W`` with ``W = C^{-1/2} = V diag((λ + ε)^{-1/2}) Vᵀ``.
+
+    ``C = (1/N) Σ_n (z_n − μ)(z_n − μ)ᵀ = V diag(λ) Vᵀ`` is the (biased) covariance, so ``ẑ`` has identity
+    covariance (exactly ``V diag(λ / (λ + ε)) Vᵀ``). ZCA is the symmetric whitening: of all whitening maps it
+    moves the data least, so it keeps the feature axes (and a cross-domain alignment) as far as possible.
+    Computed in float64; returned in ``z``'s dtype.
+
+    Args:
+        z: (N, d) features of one domain, N >= 2.
+        eps: ``ε >= 0`` added to the eigenvalues (a rank-deficient covariance needs ``ε > 0``).
+
+    Returns:
+        ``(ẑ, (μ, W))``: the (N, d) whitened features, and the (d,) mean and the symmetric (d, d) ``W`` to
+        whiten new data of the same domain with :func:`apply_whitening`.
+    """
+    _check_matrix(z, "z")
+    if z.shape[0] < 2:
+        raise ValueError(f"whitening needs at least 2 rows, got {z.shape[0]}")
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    x = z.detach().to(torch.float64)
+    mean = x.mean(dim=0)
+    centred = x - mean
+    eigenvalues, eigenvectors = torch.linalg.eigh(centred.T @ centred / x.shape[0])
+    eigenvalues = eigenvalues.clamp_min(0.0) + eps
+    if (eigenvalues <= 0).any():
+        raise ValueError("the covariance is singular: pass eps > 0")
+    W = (eigenvectors * eigenvalues.rsqrt()) @ eigenvectors.T
+    return (centred @ W).to(z.dtype), (mean.to(z.dtype), W.to(z.dtype))
+
+
+def apply_whitening(z: torch.Tensor, mean: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """``(z − μ) W`` for (N, d) features, with ``(μ, W)`` from :func:`whiten`."""
+    _check_square(W, "W")
+    _check_matrix(z, "z", columns=W.shape[0])
+    if mean.shape != (W.shape[0],):
+        raise ValueError(f"mean must have shape ({W.shape[0]},), got {tuple(mean.shape)}")
+    return (z - mean.to(z)) @ W.to(z)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Source-recovery scores
+# --------------------------------------------------------------------------------------------------------
+
+
+def mean_corr_coef(true: ArrayLike, est: ArrayLike) -> float:
+    """Mean correlation coefficient (MCC) between true and estimated sources.
+
+    ``MCC = (1/k) Σ_{(i, j) ∈ M} |ρ(s_i, ŝ_j)|`` where ``ρ`` is the Pearson correlation over samples and
+    ``M`` the one-to-one matching of ``k = min(d, d̂)`` pairs maximising the sum
+    (:func:`scipy.optimize.linear_sum_assignment`). 1 for a permuted, rescaled, sign-flipped copy; near 0
+    for independent noise. A constant column correlates 0 with everything.
+
+    Args:
+        true: (N, d) true sources.
+        est: (N, d̂) estimated sources.
+    """
+    a, b = _numpy_matrix(true, "true"), _numpy_matrix(est, "est")
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"true and est must have the same number of rows, got {a.shape[0]} and {b.shape[0]}")
+    if a.shape[0] < 2:
+        raise ValueError("correlations need at least 2 rows")
+    corr = np.abs(_standardise(a).T @ _standardise(b)) / a.shape[0]
+    rows, cols = linear_sum_assignment(corr, maximize=True)
+    return float(corr[rows, cols].mean())
+
+
+def amari_distance(W_est: ArrayLike, A_true: ArrayLike) -> float:
+    """Normalised Amari index of the global system ``P = W A`` (column convention: ``y = W z``, ``z = A s``).
+
+    ``d(P) = 1 / (2 d (d − 1)) [Σ_i (Σ_j |p_ij| / max_k |p_ik| − 1) + Σ_j (Σ_i |p_ij| / max_k |p_kj| − 1)]``
+
+    in [0, 1]; 0 exactly when ``P`` is a scaled permutation (the sources are recovered up to order, sign and
+    scale). For whitened inputs pass the whitening too: ``W = H W_whitenᵀ`` (``W_whiten`` is symmetric).
+
+    Args:
+        W_est: (d, d) estimated unmixing matrix.
+        A_true: (d, d) true mixing matrix.
+    """
+    W, A = _numpy_matrix(W_est, "W_est"), _numpy_matrix(A_true, "A_true")
+    for name, m in (("W_est", W), ("A_true", A)):
+        if m.shape[0] != m.shape[1]:
+            raise ValueError(f"{name} must be square, got shape {m.shape}")
+    if W.shape != A.shape:
+        raise ValueError(f"W_est and A_true must have the same shape, got {W.shape} and {A.shape}")
+    d = W.shape[0]
+    if d < 2:
+        raise ValueError("the Amari distance needs d >= 2")
+    P = np.abs(W @ A)
+    if (P.max(axis=1) == 0).any() or (P.max(axis=0) == 0).any():
+        raise ValueError("W_est @ A_true has a zero row or column (singular)")
+    rows = (P.sum(axis=1) / P.max(axis=1) - 1.0).sum()
+    cols = (P.sum(axis=0) / P.max(axis=0) - 1.0).sum()
+    return float((rows + cols) / (2.0 * d * (d - 1)))
+
+
+# --------------------------------------------------------------------------------------------------------
+# CCA = within-domain whitening + cross-domain alignment
+# --------------------------------------------------------------------------------------------------------
+
+
+class CCADecomposition(NamedTuple):
+    """The two-step CCA of :func:`cca_decomposition` (numpy float64).
+
+    ``correlations`` (k,): canonical correlations, decreasing; ``W_x`` (p, p), ``W_y`` (q, q): the
+    within-domain whitenings ``C_xx^{-1/2}``, ``C_yy^{-1/2}``; ``R_x`` (p, k), ``R_y`` (q, k): the
+    cross-domain alignment (singular vectors of the whitened cross-covariance); ``U = W_x R_x`` (p, k),
+    ``V = W_y R_y`` (q, k): the canonical directions; ``mean_x``, ``mean_y``: the centring.
+    """
+
+    correlations: np.ndarray
+    W_x: np.ndarray
+    W_y: np.ndarray
+    R_x: np.ndarray
+    R_y: np.ndarray
+    U: np.ndarray
+    V: np.ndarray
+    mean_x: np.ndarray
+    mean_y: np.ndarray
+
+    def transform(self, x: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """Canonical scores ``((x − μ_x) U, (y − μ_y) V)`` of paired (N, p) and (N, q) data."""
+        return (_numpy_matrix(x, "x") - self.mean_x) @ self.U, (_numpy_matrix(y, "y") - self.mean_y) @ self.V
+
+
+def cca_decomposition(x: ArrayLike, y: ArrayLike, reg: float = 0.0) -> CCADecomposition:
+    """CCA as within-domain whitening followed by cross-domain alignment.
+
+    CCA solves ``max tr(Uᵀ C_xy V)`` s.t. ``Uᵀ C_xx U = I``, ``Vᵀ C_yy V = I``. Substituting
+    ``U = C_xx^{-1/2} R_x`` and ``V = C_yy^{-1/2} R_y`` turns the constraints into ``R_xᵀ R_x = I``,
+    ``R_yᵀ R_y = I`` and the objective into ``tr(R_xᵀ M R_y)`` with ``M = C_xx^{-1/2} C_xy C_yy^{-1/2}``, the
+    cross-covariance of the whitened domains: maximised by the top singular vectors of ``M``
+    (von Neumann's trace inequality), with the singular values as canonical correlations. So CCA = whitening
+    each domain on its own (no pairs needed) + one rotation that aligns the domains (the only step that
+    needs pairs).
+
+    Args:
+        x: (N, p) first view.
+        y: (N, q) second view, row-paired with ``x``.
+        reg: ``r >= 0`` added to the diagonal of ``C_xx`` and ``C_yy`` (ridge-regularised CCA).
+
+    Returns:
+        :class:`CCADecomposition` with ``k = min(p, q)`` components.
+    """
+    a, b = _numpy_matrix(x, "x"), _numpy_matrix(y, "y")
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"x and y must be row-paired (same number of rows), got {a.shape[0]} and {b.shape[0]}")
+    if a.shape[0] < 2:
+        raise ValueError("CCA needs at least 2 rows")
+    if not reg >= 0:
+        raise ValueError(f"reg must be >= 0, got {reg}")
+    mean_x, mean_y = a.mean(axis=0), b.mean(axis=0)
+    a, b = a - mean_x, b - mean_y
+    n = a.shape[0]
+    W_x = _inverse_sqrt(a.T @ a / n + reg * np.eye(a.shape[1]), "C_xx")
+    W_y = _inverse_sqrt(b.T @ b / n + reg * np.eye(b.shape[1]), "C_yy")
+    M = W_x @ (a.T @ b / n) @ W_y
+    left, singular, right_t = np.linalg.svd(M, full_matrices=False)
+    R_x, R_y = left, right_t.T
+    return CCADecomposition(singular, W_x, W_y, R_x, R_y, W_x @ R_x, W_y @ R_y, mean_x, mean_y)
+
+
+def _inverse_sqrt(C: np.ndarray, name: str) -> np.ndarray:
+    eigenvalues, eigenvectors = np.linalg.eigh(C)
+    if eigenvalues.min() <= 1e-12 * max(eigenvalues.max(), 1e-300):
+        raise ValueError(f"{name} is singular: pass reg > 0")
+    return (eigenvectors / np.sqrt(eigenvalues)) @ eigenvectors.T
+
+
+# --------------------------------------------------------------------------------------------------------
+# Planted problem
+# --------------------------------------------------------------------------------------------------------
+
+
+def planted_two_domain(
+    n: int,
+    d: int,
+    *,
+    noise: float,
+    seed: int,
+    mismatch: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two domains mixing the same independent super-Gaussian sources differently.
+
+    ``s_n ~ Laplace(0, 1/√2)^d`` (unit variance, independent); ``z_{S,n} = A_S s_n + σ ε_{S,n}`` and
+    ``z_{E,n} = A_E s_n + σ ε_{E,n}`` with standard Gaussian ``ε``; in row form ``z_S = s A_Sᵀ + σ E_S``.
+    Row ``n`` of both domains shares source ``n`` (the pairing that A&D never sees and retrieval scores).
+    ``A_S = Q_1 diag(c) Q_2`` with Haar-random orthogonal ``Q`` and ``c`` log-uniform in [1/2, 2] (a
+    well-conditioned random mixing). ``A_E`` is drawn the same way, independently (``mismatch=None``), or is
+    ``A_S + δ G / √d`` with ``G`` standard Gaussian (``mismatch=δ``: a backbone that already aligns the
+    domains roughly, the paper's assumption).
+
+    Args:
+        n: samples per domain.
+        d: dimension (sources = features).
+        noise: ``σ >= 0``, standard deviation of the additive noise.
+        seed: seeds everything.
+        mismatch: ``δ >= 0`` or ``None``, see above.
+
+    Returns:
+        ``(z_s, z_e, s, A_s, A_e)``: (n, d), (n, d), (n, d), (d, d), (d, d) float32 tensors.
+    """
+    _check_dim(n, "n")
+    _check_dim(d, "d")
+    if not noise >= 0:
+        raise ValueError(f"noise must be >= 0, got {noise}")
+    if mismatch is not None and not mismatch >= 0:
+        raise ValueError(f"mismatch must be >= 0 or None, got {mismatch}")
+    generator = torch_generator(seed, _DATA_STREAM)
+
+    def mixing() -> torch.Tensor:
+        q1, q2 = random_orthogonal(d, generator).double(), random_orthogonal(d, generator).double()
+        scales = torch.exp((torch.rand(d, generator=generator, dtype=torch.float64) * 2 - 1) * math.log(2.0))
+        return (q1 * scales) @ q2
+
+    A_s = mixing()
+    if mismatch is None:
+        A_e = mixing()
+    else:
+        A_e = A_s + mismatch * torch.randn(d, d, generator=generator, dtype=torch.float64) / math.sqrt(d)
+    exponential = torch.empty(2, n, d, dtype=torch.float64).exponential_(generator=generator)
+    s = (exponential[0] - exponential[1]) / math.sqrt(2.0)
+    z_s = s @ A_s.T + noise * torch.randn(n, d, generator=generator, dtype=torch.float64)
+    z_e = s @ A_e.T + noise * torch.randn(n, d, generator=generator, dtype=torch.float64)
+    return z_s.float(), z_e.float(), s.float(), A_s.float(), A_e.float()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------------------
+
+
+def _check_dim(value: int, name: str = "d") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_lam(lam: float) -> None:
+    if isinstance(lam, bool) or not isinstance(lam, int | float) or not lam >= 0 or math.isinf(lam):
+        raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
+
+
+def _check_domain(domain: str) -> None:
+    if domain not in DOMAINS:
+        raise ValueError(f"domain must be one of {DOMAINS} (synthetic, exemplar), got {domain!r}")
+
+
+def _check_matrix(x: torch.Tensor, name: str, columns: int | None = None) -> None:
+    """Require a non-empty, floating-point (rows, columns) tensor."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D torch tensor, got {getattr(x, 'shape', type(x).__name__)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be floating point, got dtype {x.dtype}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
+    if columns is not None and x.shape[1] != columns:
+        raise ValueError(f"{name} has {x.shape[1]} columns, expected {columns}")
+
+
+def _check_square(H: torch.Tensor, name: str) -> None:
+    _check_matrix(H, name)
+    if H.shape[0] != H.shape[1]:
+        raise ValueError(f"{name} must be square, got shape {tuple(H.shape)}")
+
+
+def _numpy_matrix(x: ArrayLike, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    array = np.asarray(x, dtype=np.float64)
+    if array.ndim != 2 or array.size == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D array, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contains nan or inf values")
+    return array
+
+
+def _standardise(x: np.ndarray) -> np.ndarray:
+    """Columns centred and scaled to unit (biased) standard deviation; constant columns become 0."""
+    centred = x - x.mean(axis=0)
+    std = centred.std(axis=0)
+    return np.divide(centred, std, out=np.zeros_like(centred), where=std > 0)
