@@ -63,3 +63,26 @@ def test_sklearn_digits():
     assert digits.shape == (1797, 8, 8) and digits.dtype == np.float32
     assert digits.min() == 0 and digits.max() == 1
     assert labels.shape == (1797,) and set(labels) == set(range(10))
+
+
+def test_reframe_shapes_determinism_and_identity():
+    import torch
+
+    from helpers.data.images import reframe
+    from helpers.runtime import torch_generator
+
+    images = torch.rand(3, 3, 16, 16, generator=torch_generator(0))
+    views = reframe(images, 4, torch_generator(1))
+    assert views.shape == (12, 3, 16, 16) and 0 <= views.min() and views.max() <= 1
+    assert torch.equal(views, reframe(images, 4, torch_generator(1)))
+    assert not torch.equal(views, reframe(images, 4, torch_generator(2)))
+    # a full-size window without flips gives the image back
+    torch.testing.assert_close(reframe(images, 2, torch_generator(3), zoom=(1.0, 1.0), flip=False),
+                               images.repeat_interleave(2, dim=0), atol=1e-5, rtol=0)
+    # view j of image i sits at row i * views + j (constant images keep their value under any window)
+    constants = torch.arange(3.0).div(3).view(3, 1, 1, 1).expand(3, 3, 16, 16)
+    reframed = reframe(constants, 4, torch_generator(4))
+    torch.testing.assert_close(reframed, constants.repeat_interleave(4, dim=0))
+    for bad in (dict(views=0), dict(views=2, zoom=(0.0, 0.5)), dict(views=2, zoom=(0.9, 0.5))):
+        with pytest.raises(ValueError):
+            reframe(images, generator=torch_generator(0), **bad)

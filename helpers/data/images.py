@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from helpers.data.factors import check_count
 
@@ -116,6 +118,43 @@ def photo_crops(
             xs = (left[rows, None] + offsets * step[rows, None]) / factor - 0.5
             crops[rows] = _bilinear(pyramid[lev], ys, xs)
     return np.ascontiguousarray(crops.transpose(0, 3, 1, 2)), source.astype(np.int64)
+
+
+def reframe(images: torch.Tensor, views: int, generator: torch.Generator,
+            zoom: tuple[float, float] = (0.55, 0.85), flip: bool = True) -> torch.Tensor:
+    """New framings of each image: a random square window (side a uniform fraction ``zoom`` of the image, random
+    position), resampled bilinearly to the full size, mirrored left-right with probability 1/2 when ``flip``.
+
+    The synthetic images of notebook 01 start from these: the same concept in a new pose, scale and context, as a
+    model customised on an exemplar would show it.
+
+    Args:
+        images: ``(N, C, S, S)`` in [0, 1].
+        views: framings per image, at least 1.
+        generator: draws windows and flips.
+        zoom: range of the window side as a fraction of the image side, within (0, 1].
+        flip: allow mirroring.
+
+    Returns:
+        ``(N · views, C, S, S)``; row ``i · views + j`` is view ``j`` of image ``i``.
+    """
+    if images.dim() != 4 or images.shape[-1] != images.shape[-2]:
+        raise ValueError(f"images must have shape (N, C, S, S), got {tuple(images.shape)}")
+    if isinstance(views, bool) or not isinstance(views, int) or views < 1:
+        raise ValueError(f"views must be a positive integer, got {views!r}")
+    low, high = zoom
+    if not 0 < low <= high <= 1:
+        raise ValueError(f"zoom must satisfy 0 < low <= high <= 1, got {zoom}")
+    source = images.repeat_interleave(views, dim=0)
+    n = len(source)
+    side = low + (high - low) * torch.rand(n, generator=generator)
+    centre = (1 - side)[:, None] * (2 * torch.rand(n, 2, generator=generator) - 1)
+    mirror = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if flip else torch.ones(n)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1] = side * mirror, side
+    theta[:, :, 2] = centre
+    grid = F.affine_grid(theta.to(source), list(source.shape), align_corners=False)
+    return F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def mnist_digits() -> tuple[np.ndarray, np.ndarray]:
