@@ -54,6 +54,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from helpers.cache import Checkpoint
+from helpers.checks import check_matrix
 from helpers.runtime import torch_generator
 from helpers.training import fit
 
@@ -92,7 +93,7 @@ def infomax_loss(y: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
         The scalar loss.
     """
     _check_square(H, "H")
-    _check_matrix(y, "y", columns=H.shape[0])
+    check_matrix(y, "y", columns=H.shape[0])
     _, logabsdet = torch.linalg.slogdet(H)
     return -logabsdet + 2.0 * log_cosh(y).sum() / y.shape[0]
 
@@ -125,8 +126,8 @@ def ad_loss(z_s: torch.Tensor, z_e: torch.Tensor, H_s: torch.Tensor, H_e: torch.
     _check_square(H_e, "H_e")
     if H_s.shape != H_e.shape:
         raise ValueError(f"H_s and H_e must have the same shape, got {tuple(H_s.shape)} and {tuple(H_e.shape)}")
-    _check_matrix(z_s, "z_s", columns=H_s.shape[0])
-    _check_matrix(z_e, "z_e", columns=H_s.shape[0])
+    check_matrix(z_s, "z_s", columns=H_s.shape[0])
+    check_matrix(z_e, "z_e", columns=H_s.shape[0])
     loss = infomax_loss(z_s @ H_s.T, H_s) + infomax_loss(z_e @ H_e.T, H_e)
     if lam > 0:
         loss = loss + lam * (orthogonality_penalty(H_s) + orthogonality_penalty(H_e))
@@ -179,7 +180,7 @@ def head_objective(H: torch.Tensor, z: torch.Tensor, lam: float) -> tuple[torch.
     """
     _check_lam(lam)
     _check_square(H, "H")
-    _check_matrix(z, "z", columns=H.shape[0])
+    check_matrix(z, "z", columns=H.shape[0], finite=False)
     loss, infomax, penalty = _HeadObjective.apply(H, z.to(H), float(lam))
     return loss, infomax.item(), penalty.item()
 
@@ -236,7 +237,7 @@ class Unmixing(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """(N, d) features → (N, d) outputs ``(z − μ) Hᵀ``."""
-        _check_matrix(z, "z", columns=self.H.shape[0])
+        check_matrix(z, "z", columns=self.H.shape[0], finite=False)
         return (z.to(self.H) - self.mean) @ self.H.T
 
 
@@ -277,7 +278,7 @@ class Heads(nn.Module):
         """Map (N, d) features of ``domain`` (``"s"`` synthetic, ``"e"`` exemplar) to ``(z − μ) Hᵀ``, (N, d)."""
         _check_domain(domain)
         H = self.matrix(domain)
-        _check_matrix(z, "z", columns=H.shape[0])
+        check_matrix(z, "z", columns=H.shape[0], finite=False)
         mean = self.mean_s if domain == "s" else self.mean_e
         return (z.to(H) - mean) @ H.T
 
@@ -328,8 +329,8 @@ def train_heads(
         ``"eval"`` (the value of ``eval_fn``, which must not be nan) when ``eval_fn`` is given.
         ``"orthogonality"`` is the unweighted penalty sum of both heads. Training runs in float32.
     """
-    _check_matrix(z_s, "z_s")
-    _check_matrix(z_e, "z_e")
+    check_matrix(z_s, "z_s")
+    check_matrix(z_e, "z_e")
     if z_s.shape[1] != z_e.shape[1]:
         raise ValueError(f"z_s and z_e must have the same dimension, got {z_s.shape[1]} and {z_e.shape[1]}")
     heads = Heads(z_s.shape[1], init=init, seed=seed)
@@ -364,7 +365,7 @@ def train_infomax(
         ``(unmixing, history)`` with history keys ``"loss"``, ``"infomax"``, ``"orthogonality"`` (and
         ``"eval_step"``, ``"eval"`` when ``eval_fn`` is given).
     """
-    _check_matrix(z, "z")
+    check_matrix(z, "z")
     unmixing = Unmixing(z.shape[1], init=init, seed=seed)
     return unmixing, _train(unmixing, [z], ["H"], ["mean"], [""], lam=lam, epochs=epochs,
                             batch_size=batch_size, lr=lr, seed=seed, record_every=record_every, eval_fn=eval_fn,
@@ -481,7 +482,7 @@ def whiten(z: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, tuple[torc
         ``(ẑ, (μ, W))``: the (N, d) whitened features, and the (d,) mean and the symmetric (d, d) ``W`` to
         whiten new data of the same domain with :func:`apply_whitening`.
     """
-    _check_matrix(z, "z")
+    check_matrix(z, "z")
     if z.shape[0] < 2:
         raise ValueError(f"whitening needs at least 2 rows, got {z.shape[0]}")
     if not eps >= 0:
@@ -500,7 +501,7 @@ def whiten(z: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, tuple[torc
 def apply_whitening(z: torch.Tensor, mean: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     """``(z − μ) W`` for (N, d) features, with ``(μ, W)`` from :func:`whiten`."""
     _check_square(W, "W")
-    _check_matrix(z, "z", columns=W.shape[0])
+    check_matrix(z, "z", columns=W.shape[0], finite=False)
     if mean.shape != (W.shape[0],):
         raise ValueError(f"mean must have shape ({W.shape[0]},), got {tuple(mean.shape)}")
     return (z - mean.to(z)) @ W.to(z)
@@ -713,20 +714,8 @@ def _check_domain(domain: str) -> None:
         raise ValueError(f"domain must be one of {DOMAINS} (synthetic, exemplar), got {domain!r}")
 
 
-def _check_matrix(x: torch.Tensor, name: str, columns: int | None = None) -> None:
-    """Require a non-empty, floating-point (rows, columns) tensor."""
-    if not isinstance(x, torch.Tensor) or x.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D torch tensor, got {getattr(x, 'shape', type(x).__name__)}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be floating point, got dtype {x.dtype}")
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
-    if columns is not None and x.shape[1] != columns:
-        raise ValueError(f"{name} has {x.shape[1]} columns, expected {columns}")
-
-
 def _check_square(H: torch.Tensor, name: str) -> None:
-    _check_matrix(H, name)
+    check_matrix(H, name, finite=False)
     if H.shape[0] != H.shape[1]:
         raise ValueError(f"{name} must be square, got shape {tuple(H.shape)}")
 

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers.cache import Checkpoint
+from helpers.checks import check_matrix
 from helpers.runtime import torch_generator
 from helpers.training import fit
 
@@ -79,8 +80,8 @@ def cosface_logits(
     Returns:
         (B, C) logits.
     """
-    _check_matrix(features, "features")
-    _check_matrix(class_weights, "class_weights", columns=features.shape[1])
+    check_matrix(features, "features")
+    check_matrix(class_weights, "class_weights", columns=features.shape[1])
     _check_labels(labels, features.shape[0], class_weights.shape[0])
     cosine = F.normalize(features, dim=1) @ F.normalize(class_weights, dim=1).T
     return scale * (cosine - margin * F.one_hot(labels, class_weights.shape[0]).to(cosine.dtype))
@@ -263,7 +264,7 @@ def train_map(
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    _check_matrix(embeddings, "embeddings")
+    check_matrix(embeddings, "embeddings")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     _check_labels(labels, embeddings.shape[0], num_classes)
@@ -315,7 +316,7 @@ def extract(model: nn.Module, embeddings: torch.Tensor, batch_size: int = 4096) 
     Returns:
         (N, m) features on the CPU, in the model's dtype.
     """
-    _check_matrix(embeddings, "embeddings")
+    check_matrix(embeddings, "embeddings")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     parameter = next(model.parameters())
@@ -396,7 +397,7 @@ def null_space_map(differences: torch.Tensor, m: int) -> torch.Tensor:
     Returns:
         (n, m) ``W``, in the dtype of ``T``.
     """
-    _check_matrix(differences, "differences")
+    check_matrix(differences, "differences")
     n = differences.shape[1]
     if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= n:
         raise ValueError(f"m must be an integer in [1, {n}] (the embedding dimension), got {m!r}")
@@ -423,8 +424,8 @@ def discriminant_map(differences: torch.Tensor, origins: torch.Tensor, m: int, r
     Returns:
         (n, m) ``W`` in float64, columns ``C_T``-orthonormal.
     """
-    _check_matrix(differences, "differences")
-    _check_matrix(origins, "origins", columns=differences.shape[1])
+    check_matrix(differences, "differences")
+    check_matrix(origins, "origins", columns=differences.shape[1])
     n = differences.shape[1]
     if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= n:
         raise ValueError(f"m must be an integer in [1, {n}] (the embedding dimension), got {m!r}")
@@ -457,8 +458,8 @@ def shrinkage(differences: torch.Tensor, origins: torch.Tensor, W: torch.Tensor 
     Returns:
         The ratio, a Python float.
     """
-    _check_matrix(differences, "differences")
-    _check_matrix(origins, "origins", columns=differences.shape[1])
+    check_matrix(differences, "differences")
+    check_matrix(origins, "origins", columns=differences.shape[1])
     if W is None:
         return (torch.linalg.norm(differences) / torch.linalg.norm(origins)).item()
     _check_map(W, "W", differences.shape[1])
@@ -479,8 +480,8 @@ def singular_value_cosine(W1: torch.Tensor, W2: torch.Tensor) -> float:
     Returns:
         ``cos φ`` in [0, 1], a Python float.
     """
-    _check_matrix(W1, "W1")
-    _check_matrix(W2, "W2")
+    check_matrix(W1, "W1")
+    check_matrix(W2, "W2")
     v1 = torch.linalg.svdvals(W1.double())
     v2 = torch.linalg.svdvals(W2.double())
     if v1.shape != v2.shape:
@@ -509,7 +510,7 @@ def generalisation_gap(T2: torch.Tensor, W1: torch.Tensor, W2: torch.Tensor) -> 
     Returns:
         ``(gap_1, gap_2)``: Theorem 2 predicts ``gap_1 ≈ gap_2 ≈ 0``.
     """
-    _check_matrix(T2, "T2")
+    check_matrix(T2, "T2")
     gaps = []
     for name, W in (("W1", W1), ("W2", W2)):
         _check_map(W, name, T2.shape[1])
@@ -536,23 +537,9 @@ def _check_dims(n: int, m: int) -> None:
         raise ValueError(f"m = {m} exceeds n = {n}: the map must not raise the dimension")
 
 
-def _check_matrix(x: torch.Tensor, name: str, columns: int | None = None) -> None:
-    """Require a non-empty, finite, floating-point (rows, columns) tensor."""
-    if not isinstance(x, torch.Tensor) or x.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D torch tensor, got {getattr(x, 'shape', type(x).__name__)}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be floating point, got dtype {x.dtype}")
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
-    if columns is not None and x.shape[1] != columns:
-        raise ValueError(f"{name} has {x.shape[1]} columns, expected {columns}")
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains nan or inf values")
-
-
 def _check_map(W: torch.Tensor, name: str, n: int) -> None:
     """Require an (n, m) map with m <= n."""
-    _check_matrix(W, name)
+    check_matrix(W, name)
     if W.shape[0] != n:
         raise ValueError(f"{name} has {W.shape[0]} rows but the embeddings have dimension {n}")
     if W.shape[1] > n:
