@@ -72,8 +72,8 @@ def translate_batched(generator: Img2ImgGenerator, images: torch.Tensor, seed: i
     """Translate every image under a prompt drawn uniformly at random, batch ``b`` on stream ``b + 1`` of ``seed``.
 
     Returns:
-        ``(translations (N, 3, 32, 32), prompts (N,))``; the same for the same seed whatever the batch size
-        is not guaranteed (the noise is drawn per batch), so keep ``batch_size`` fixed within a study.
+        ``(translations (N, 3, 32, 32), prompts (N,))``. The noise is drawn per batch, so the translations depend
+        on ``batch_size`` as well as on ``seed``: keep it fixed within a study.
     """
     prompts = torch.randint(generator.num_prompts, (len(images),), generator=torch_generator(seed, 0))
     chunks = zip(images.split(batch_size), prompts.split(batch_size), strict=True)
@@ -250,13 +250,13 @@ def study_generators(cfg, vae, split: OriginSplit,
         def train(checkpoint, spec=spec):
             generator = img2img.train_generator(spec, vae, split.train, seed=cfg.seed, num_steps=cfg.generator_steps,
                                                 device=cfg.device, checkpoint=checkpoint, lr=cfg.generator_lr)
-            return dataclass_to_cpu(generator)
+            return _generator_to_cpu(generator)
 
         generators[spec.name] = load_or_train(key, train, resumable=True, modules=[sys.modules[__name__]])
     return generators
 
 
-def dataclass_to_cpu(generator: Img2ImgGenerator) -> Img2ImgGenerator:
+def _generator_to_cpu(generator: Img2ImgGenerator) -> Img2ImgGenerator:
     """The generator with its VAE and denoiser moved to the CPU (what the cache stores)."""
     generator.vae.cpu()
     generator.denoiser.cpu()

@@ -129,7 +129,7 @@ def test_stack_pairs_labels_every_member_by_origin():
         oripid.stack_pairs(origins, [origins[:2]])
 
 
-def _cfg(tmp_path, **values):
+def _cfg(**values):
     return SimpleNamespace(**{"seed": 0, "device": "cpu", "map_steps": 5, "cnn_steps": 3, "map_lr": 3e-3,
                               "vae_path": "", **values})
 
@@ -138,18 +138,18 @@ def test_study_map_trains_once_then_loads(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
     generator = torch_generator(0)
     rows, labels = torch.randn(12, 8, generator=generator), torch.arange(4).repeat(3)
-    model, seconds = oripid.study_map(_cfg(tmp_path), "test", rows, labels, out_dim=4)
+    model, seconds = oripid.study_map(_cfg(), "test", rows, labels, out_dim=4)
     assert isinstance(model, LinearMap) and seconds > 0 and len(list(tmp_path.glob("*.pt"))) == 1
-    loaded, loaded_seconds = oripid.study_map(_cfg(tmp_path), "test", rows, labels, out_dim=4)
+    loaded, loaded_seconds = oripid.study_map(_cfg(), "test", rows, labels, out_dim=4)
     assert torch.equal(loaded.matrix, model.matrix) and loaded_seconds == seconds
-    oripid.study_map(_cfg(tmp_path), "test", rows + 1, labels, out_dim=4)  # other rows: another entry
+    oripid.study_map(_cfg(), "test", rows + 1, labels, out_dim=4)  # other rows: another entry
     assert len(list(tmp_path.glob("*.pt"))) == 2
 
 
 def test_study_vae_loads_a_saved_autoencoder(tmp_path, split):
     folder = tmp_path / "vae"
     img2img.make_vae((16, 16, 16), seed=1).save_pretrained(folder)
-    vae = oripid.study_vae(_cfg(tmp_path, vae_path=str(folder)), split)
+    vae = oripid.study_vae(_cfg(vae_path=str(folder)), split)
     assert isinstance(vae, AutoencoderKL) and not any(p.requires_grad for p in vae.parameters())
     torch.testing.assert_close(img2img.encode(vae, split.test), img2img.encode(img2img.make_vae((16, 16, 16), seed=1),
                                                                                    split.test))
@@ -158,4 +158,4 @@ def test_study_vae_loads_a_saved_autoencoder(tmp_path, split):
                   block_out_channels=(16, 16), latent_channels=4, norm_num_groups=16, sample_size=32,
                   layers_per_block=1).save_pretrained(shallow)
     with pytest.raises(ValueError, match="4×8×8"):
-        oripid.study_vae(_cfg(tmp_path, vae_path=str(shallow)), split)
+        oripid.study_vae(_cfg(vae_path=str(shallow)), split)
