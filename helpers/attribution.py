@@ -51,6 +51,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
+from sklearn.decomposition import FastICA
 from torch import nn
 
 from helpers.cache import Checkpoint
@@ -529,7 +530,7 @@ def mean_corr_coef(true: ArrayLike, est: ArrayLike) -> float:
         raise ValueError(f"true and est must have the same number of rows, got {a.shape[0]} and {b.shape[0]}")
     if a.shape[0] < 2:
         raise ValueError("correlations need at least 2 rows")
-    corr = np.abs(_standardise(a).T @ _standardise(b)) / a.shape[0]
+    corr = _abs_correlation(a, b)
     rows, cols = linear_sum_assignment(corr, maximize=True)
     return float(corr[rows, cols].mean())
 
@@ -561,6 +562,48 @@ def amari_distance(W_est: ArrayLike, A_true: ArrayLike) -> float:
     rows = (P.sum(axis=1) / P.max(axis=1) - 1.0).sum()
     cols = (P.sum(axis=0) / P.max(axis=0) - 1.0).sum()
     return float((rows + cols) / (2.0 * d * (d - 1)))
+
+
+def cross_correlation(y_s: ArrayLike, y_e: ArrayLike) -> np.ndarray:
+    """``|ρ(y_S,i, y_E,j)|`` over row-paired samples: (d_s, d_e) absolute Pearson correlations.
+
+    On a planted problem (rows share their sources) the two domains' outputs are aligned component by
+    component when this matrix is close to diagonal; a permuted diagonal means each domain found the
+    sources but in its own order (the permutation problem).
+
+    Args:
+        y_s: (N, d_s) outputs of domain S.
+        y_e: (N, d_e) outputs of domain E, row-paired with ``y_s``.
+    """
+    a, b = _numpy_matrix(y_s, "y_s"), _numpy_matrix(y_e, "y_e")
+    if a.shape[0] != b.shape[0] or a.shape[0] < 2:
+        raise ValueError(f"y_s and y_e must be row-paired with at least 2 rows, got {a.shape[0]} and {b.shape[0]}")
+    return _abs_correlation(a, b)
+
+
+def order_alignment(y_s: ArrayLike, y_e: ArrayLike) -> float:
+    """Mean of the diagonal of :func:`cross_correlation`: 1 when component i of both domains is the same
+    source; near ``1/d``-ish levels when the orders are scrambled (compare :func:`mean_corr_coef`, which
+    matches components first and so ignores the order)."""
+    corr = cross_correlation(y_s, y_e)
+    if corr.shape[0] != corr.shape[1]:
+        raise ValueError(f"y_s and y_e must have the same number of columns, got {corr.shape}")
+    return float(np.diagonal(corr).mean())
+
+
+def fit_fastica(z: ArrayLike, seed: int, max_iter: int = 1000) -> FastICA:
+    """scikit-learn's FastICA on one domain: ``d`` components (logcosh contrast, unit-variance whitening).
+
+    The baseline "ICA without the shared initialisation": each domain's components come out in an order of
+    FastICA's choosing, so two domains fitted separately are not aligned.
+
+    Args:
+        z: (N, d) features of one domain.
+        seed: ``random_state`` of FastICA's initial unmixing matrix.
+        max_iter: iteration limit.
+    """
+    x = _numpy_matrix(z, "z")
+    return FastICA(n_components=x.shape[1], whiten="unit-variance", max_iter=max_iter, random_state=seed).fit(x)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -694,6 +737,55 @@ def planted_two_domain(
     return z_s.float(), z_e.float(), s.float(), A_s.float(), A_e.float()
 
 
+def planted_outputs(
+    z_s: torch.Tensor,
+    z_e: torch.Tensor,
+    *,
+    num_train: int,
+    lam: float,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every method of notebook 01's theory section on a planted two-domain problem.
+
+    The first ``num_train`` rows of each domain train the unsupervised methods (each domain on its own; the
+    heads draw their batches independently per domain, so the row pairing is never used); CCA alone uses
+    the training *pairs* (the supervised upper bound). All methods map the remaining held-out rows.
+
+    Args:
+        z_s, z_e: (N, d) row-paired domains from :func:`planted_two_domain`.
+        num_train: rows used for fitting, ``2 <= num_train < N``.
+        lam, epochs, batch_size, lr, seed: the heads' training (:func:`train_heads`).
+
+    Returns:
+        method name → ``(y_s, y_e)`` held-out outputs, (N − num_train, d) float64 each, for ``"raw"``
+        (features as they are), ``"whitening"`` (per-domain ZCA), ``"A&D identity"``, ``"A&D random"``
+        (mismatched random inits), ``"A&D same random"``, ``"FastICA per domain"`` and ``"CCA on pairs"``.
+    """
+    check_matrix(z_s, "z_s")
+    check_matrix(z_e, "z_e", columns=z_s.shape[1])
+    if z_s.shape[0] != z_e.shape[0] or not 2 <= num_train < z_s.shape[0]:
+        raise ValueError(f"need row-paired domains and 2 <= num_train < N, got N = {z_s.shape[0]} and "
+                         f"{z_e.shape[0]}, num_train = {num_train}")
+    train_s, train_e = z_s[:num_train], z_e[:num_train]
+    test_s, test_e = z_s[num_train:].double(), z_e[num_train:].double()
+    outputs = {"raw": (test_s.numpy(), test_e.numpy())}
+    _, (mean_s, W_s) = whiten(train_s.double())
+    _, (mean_e, W_e) = whiten(train_e.double())
+    outputs["whitening"] = (apply_whitening(test_s, mean_s, W_s).numpy(), apply_whitening(test_e, mean_e, W_e).numpy())
+    for init, name in (("identity", "A&D identity"), ("random", "A&D random"), ("same_random", "A&D same random")):
+        heads, _ = train_heads(train_s, train_e, lam=lam, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                               init=init)
+        with torch.no_grad():
+            outputs[name] = (heads.map(test_s, "s").double().numpy(), heads.map(test_e, "e").double().numpy())
+    ica_s, ica_e = fit_fastica(train_s, seed), fit_fastica(train_e, seed)
+    outputs["FastICA per domain"] = (ica_s.transform(test_s.numpy()), ica_e.transform(test_e.numpy()))
+    outputs["CCA on pairs"] = cca_decomposition(train_s, train_e).transform(test_s, test_e)
+    return outputs
+
+
 # --------------------------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------------------------
@@ -729,6 +821,11 @@ def _numpy_matrix(x: ArrayLike, name: str) -> np.ndarray:
     if not np.isfinite(array).all():
         raise ValueError(f"{name} contains nan or inf values")
     return array
+
+
+def _abs_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(p, q) absolute Pearson correlations between the columns of row-paired (N, p) and (N, q) arrays."""
+    return np.abs(_standardise(a).T @ _standardise(b)) / a.shape[0]
 
 
 def _standardise(x: np.ndarray) -> np.ndarray:

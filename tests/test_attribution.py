@@ -218,6 +218,47 @@ def test_cca_decomposition_matches_sklearn():
     assert np.allclose(ours_corr, result.correlations, atol=1e-8)
 
 
+def test_cross_correlation_and_order_alignment():
+    generator = torch.Generator().manual_seed(0)
+    y = torch.randn(500, 3, generator=generator, dtype=torch.float64)
+    same_order = at.cross_correlation(y, 2.0 * y + 1.0)
+    np.testing.assert_allclose(same_order, np.eye(3), atol=0.15)
+    np.testing.assert_allclose(np.diagonal(same_order), 1.0, atol=1e-12)
+    permuted = -y[:, [2, 0, 1]]
+    assert at.order_alignment(y, permuted) < 0.15  # each source is there, in another order and sign
+    assert at.mean_corr_coef(y, permuted) == pytest.approx(1.0)  # which MCC ignores
+    assert at.order_alignment(y, y) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="row-paired"):
+        at.cross_correlation(y, y[:10])
+    with pytest.raises(ValueError, match="same number of columns"):
+        at.order_alignment(y, y[:, :2])
+
+
+def test_fit_fastica_recovers_sources_per_domain():
+    _, z, s, _, _ = at.planted_two_domain(2000, 4, noise=0.0, seed=3)
+    ica = at.fit_fastica(z, seed=0)
+    assert at.mean_corr_coef(s, ica.transform(z.double().numpy())) > 0.95
+    again = at.fit_fastica(z, seed=0)
+    np.testing.assert_array_equal(ica.components_, again.components_)
+
+
+def test_planted_outputs_identity_aligns_fastica_and_random_do_not():
+    z_s, z_e, _, _, _ = at.planted_two_domain(2500, 6, noise=0.05, seed=1, mismatch=0.05)
+    outputs = at.planted_outputs(z_s, z_e, num_train=2000, lam=0.1, epochs=30, batch_size=500, lr=0.02, seed=1)
+    assert set(outputs) == {"raw", "whitening", "A&D identity", "A&D random", "A&D same random",
+                            "FastICA per domain", "CCA on pairs"}
+    assert all(a.shape == b.shape == (500, 6) for a, b in outputs.values())
+    alignment = {name: at.order_alignment(*pair) for name, pair in outputs.items()}
+    assert alignment["A&D identity"] > 0.9 and alignment["CCA on pairs"] > 0.9
+    assert alignment["A&D random"] < 0.5
+    # FastICA starts both domains from the same seeded matrix, so it may keep part of the order, never all
+    assert alignment["FastICA per domain"] < alignment["A&D identity"] - 0.2
+    with pytest.raises(ValueError, match="num_train"):
+        at.planted_outputs(z_s, z_e, num_train=2500, lam=0.1, epochs=1, batch_size=10, lr=0.01, seed=0)
+    with pytest.raises(ValueError, match="num_train"):
+        at.planted_outputs(z_s, z_e[:100], num_train=50, lam=0.1, epochs=1, batch_size=10, lr=0.01, seed=0)
+
+
 def test_planted_two_domain():
     z_s, z_e, s, A_s, A_e = at.planted_two_domain(400, 3, noise=0.0, seed=4, mismatch=0.1)
     assert z_s.shape == z_e.shape == s.shape == (400, 3) and A_s.shape == A_e.shape == (3, 3)
