@@ -23,7 +23,7 @@ from helpers import oripid
 from helpers.cache import load_or_train
 from helpers.config import resolve
 from helpers.data.images import reframe
-from helpers.models.img2img import GENERATOR_SPECS
+from helpers.models.img2img import GENERATOR_SPECS, Img2ImgGenerator
 from helpers.runtime import torch_generator
 
 _SPLIT_SEED_OFFSET = 101  # notebook 01's crops differ from notebook 02's origins for the same seed
@@ -54,6 +54,33 @@ class AttributionBenchmark:
         return torch.cat([self.test_exemplars, self.distractors])
 
 
+def make_benchmark(generator: Img2ImgGenerator, *, train_concepts: int, extra_real: int, test_concepts: int,
+                   distractors: int, views: int, zoom: tuple[float, float], seed: int) -> AttributionBenchmark:
+    """Draw the crops, frame each exemplar ``views`` times anew, and translate the framings with ``generator``.
+
+    Args:
+        generator: the image-to-image generator that gives the synthetic domain its signature.
+        train_concepts: training exemplars (their synthetic images form domain S).
+        extra_real: further real crops in domain E (real images with no synthetic counterpart).
+        test_concepts: test exemplars, the relevant gallery items.
+        distractors: gallery crops that no query is about.
+        views: synthetic images per concept.
+        zoom: range of the framing's zoom (:func:`helpers.data.images.reframe`).
+        seed: seeds the crops, the framings and the generator's noise.
+    """
+    for name, value in (("train_concepts", train_concepts), ("test_concepts", test_concepts), ("views", views)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    crops = oripid.make_origin_split(train_concepts + extra_real, test_concepts, distractors,
+                                     seed + _SPLIT_SEED_OFFSET)
+    train_views = reframe(crops.train[:train_concepts], views, torch_generator(seed, 1), zoom=tuple(zoom))
+    test_views = reframe(crops.test, views, torch_generator(seed, 2), zoom=tuple(zoom))
+    train_synthetic, _ = oripid.translate_batched(generator, train_views, seed * 1000 + 1, desc="train views")
+    queries, _ = oripid.translate_batched(generator, test_views, seed * 1000 + 2, desc="test views")
+    return AttributionBenchmark(train_synthetic, crops.train, crops.test, crops.distractors, queries,
+                                torch.arange(test_concepts).repeat_interleave(views))
+
+
 def build_benchmark(cfg) -> AttributionBenchmark:
     """Make (or load from the cache) the benchmark of ``cfg`` (notebook 01's config).
 
@@ -65,19 +92,8 @@ def build_benchmark(cfg) -> AttributionBenchmark:
     split02 = oripid.make_origin_split(cfg02.num_train, cfg02.num_test, cfg02.num_distractors, cfg02.seed)
     vae = oripid.study_vae(cfg02, split02)
     generator = oripid.study_generators(cfg02, vae, split02, specs=GENERATOR_SPECS[:1])[GENERATOR_SPECS[0].name]
-    key = {"name": "attribution-benchmark", "seed": cfg.seed, "concepts": [cfg.train_concepts, cfg.test_concepts],
-           "extra_real": cfg.extra_real, "distractors": cfg.distractors, "views": cfg.views, "zoom": cfg.zoom,
-           "generator_scale": cfg.scale}
-
-    def build():
-        crops = oripid.make_origin_split(cfg.train_concepts + cfg.extra_real, cfg.test_concepts, cfg.distractors,
-                                         cfg.seed + _SPLIT_SEED_OFFSET)
-        train_exemplars = crops.train[:cfg.train_concepts]
-        train_views = reframe(train_exemplars, cfg.views, torch_generator(cfg.seed, 1), zoom=tuple(cfg.zoom))
-        test_views = reframe(crops.test, cfg.views, torch_generator(cfg.seed, 2), zoom=tuple(cfg.zoom))
-        train_synthetic, _ = oripid.translate_batched(generator, train_views, cfg.seed * 1000 + 1, desc="train views")
-        queries, _ = oripid.translate_batched(generator, test_views, cfg.seed * 1000 + 2, desc="test views")
-        return AttributionBenchmark(train_synthetic, crops.train, crops.test, crops.distractors, queries,
-                                    torch.arange(cfg.test_concepts).repeat_interleave(cfg.views))
-
-    return load_or_train(key, build, modules=[sys.modules[__name__]])
+    sizes = {name: getattr(cfg, name) for name in ("train_concepts", "extra_real", "test_concepts", "distractors",
+                                                     "views", "zoom")}
+    key = {"name": "attribution-benchmark", "seed": cfg.seed, "generator_scale": cfg.scale, **sizes}
+    return load_or_train(key, lambda: make_benchmark(generator, seed=cfg.seed, **sizes),
+                         modules=[sys.modules[__name__]])

@@ -228,23 +228,26 @@ NOTEBOOKS["01_ssl_alignment_ica"] = NotebookSpec(
     params={
         "SSL_STEPS": Param(int, minimum=1, optional=True),
         "HEAD_EPOCHS": Param(int, minimum=1, optional=True),
+        "BACKBONE_PATH": Param(str, existing_path=True),
     },
     presets={
         # CPU minutes: 32 px crops, a small SimCLR CNN, 128-d features for the heads.
         "small": {
             "train_concepts": 700, "extra_real": 1300, "test_concepts": 300, "distractors": 3000, "views": 3,
-            "zoom": (0.6, 0.9), "ssl_steps": 300, "ssl_batch": 128, "ssl_lr": 2e-3, "feature_dim": 128,
-            "pretrained_size": 48, "head_epochs": 30, "head_batch": 256, "head_lr": 2e-3, "lam": 0.1,
+            "zoom": (0.85, 1.0), "ssl_steps": 300, "ssl_batch": 128, "ssl_lr": 2e-3, "feature_dim": 128,
+            "pretrained_size": 48, "vit_size": 64, "head_epochs": 30, "head_batch": 256, "head_lr": 2e-4,
+            "head_lr_fast": 2e-3, "lam": 0.1,
             "lambdas": (0.0, 0.01, 0.05, 0.1, 0.2, 0.5), "toy_n": 4000, "toy_d": 8, "toy_noise": 0.1,
-            "toy_mismatch": 0.1,
+            "toy_mismatch": 0.1, "toy_epochs": 30, "toy_batch": 500, "toy_lr": 0.02,
         },
-        # GPU: more concepts and distractors, a longer SSL schedule.
+        # GPU: more concepts and distractors, a longer SSL schedule, 224 px for the pretrained backbones.
         "full": {
             "train_concepts": 7000, "extra_real": 13_000, "test_concepts": 3000, "distractors": 100_000, "views": 5,
-            "zoom": (0.6, 0.9), "ssl_steps": 20_000, "ssl_batch": 512, "ssl_lr": 1e-3, "feature_dim": 256,
-            "pretrained_size": 224, "head_epochs": 50, "head_batch": 1024, "head_lr": 1e-3, "lam": 0.1,
+            "zoom": (0.85, 1.0), "ssl_steps": 20_000, "ssl_batch": 512, "ssl_lr": 1e-3, "feature_dim": 256,
+            "pretrained_size": 224, "vit_size": 224, "head_epochs": 50, "head_batch": 1024, "head_lr": 2e-4,
+            "head_lr_fast": 2e-3, "lam": 0.1,
             "lambdas": (0.0, 0.01, 0.05, 0.1, 0.2, 0.5), "toy_n": 20_000, "toy_d": 16, "toy_noise": 0.1,
-            "toy_mismatch": 0.1,
+            "toy_mismatch": 0.1, "toy_epochs": 30, "toy_batch": 500, "toy_lr": 0.02,
         },
     },
 )
