@@ -1,0 +1,224 @@
+"""Contrastive analysis (CA): the losses of Diff-CA's separator and the baselines' building blocks (notebook 04).
+
+CA splits the factors of a *target* dataset (label Y = 1) into those it shares with a *background* dataset
+(Y = 0, the common factors C) and those only the target has (the salient factors S), from the dataset label
+alone. Diff-CA (Soumm, Fournier Montgieux, He, Gori, Newson) works on conditioning tokens ``Z`` of an
+image-conditioned diffusion model, assumed additive, ``Z = Z_S + Z_C`` with ``Z_S = 0`` on the background; a
+separator predicts ``(Ẑ_S, Ẑ_C)`` under three conditions (its Theorem 1): they sum to ``Z``, ``Ẑ_S = 0``
+exactly on the background (pinning), and ``Ẑ_S ⟂ Ẑ_C``. No official code exists; the formulas below follow
+section 5 of the reference notes.
+
+What this module provides (token tensors are ``(B, K, d)``; a salient code may also be ``(B, d)``, broadcast
+over the K tokens):
+
+* the separator's losses: :func:`reconstruction_loss`, :func:`pinning_loss`, :func:`cycle_loss`, and the
+  swap :func:`swap_tokens`;
+* the adversary's gradient reversal: :func:`grad_reverse` and the self-tuning weight :class:`AdversaryWeight`;
+* the baselines' pieces: :func:`cpca` (contrastive PCA with ``eigh``) and :func:`mmd_rbf` (the latent splitter
+  of He et al. 2025).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from helpers.checks import check_matrix
+
+
+def _broadcast_salient(salient: torch.Tensor, common: torch.Tensor) -> torch.Tensor:
+    """A ``(B, d)`` salient code repeated over the K tokens of ``common`` ``(B, K, d)``; ``(B, K, d)`` as is."""
+    if salient.dim() == 2 and common.dim() == 3:
+        salient = salient[:, None, :]
+    if salient.shape[0] != common.shape[0] or salient.shape[-1] != common.shape[-1]:
+        raise ValueError(f"salient {tuple(salient.shape)} and common {tuple(common.shape)} codes do not match")
+    return salient.expand_as(common)
+
+
+def _labels(y: torch.Tensor, batch: int) -> torch.Tensor:
+    if y.shape != (batch,):
+        raise ValueError(f"y must have shape ({batch},), got {tuple(y.shape)}")
+    if not torch.isin(y.to(torch.int64), torch.tensor([0, 1], device=y.device)).all():
+        raise ValueError("y must hold dataset labels 0 (background) and 1 (target)")
+    return y.to(torch.bool)
+
+
+def reconstruction_loss(tokens: torch.Tensor, salient: torch.Tensor, common: torch.Tensor) -> torch.Tensor:
+    """``L_rec = E_b ‖Z − (Ẑ_S + Ẑ_C)‖²``: squared error summed over tokens and channels, mean over the batch.
+
+    Args:
+        tokens: ``Z`` (B, K, d).
+        salient: ``Ẑ_S`` (B, d) or (B, K, d).
+        common: ``Ẑ_C`` (B, K, d).
+    """
+    if tokens.shape != common.shape:
+        raise ValueError(f"tokens {tuple(tokens.shape)} and common {tuple(common.shape)} must have one shape")
+    residual = tokens - (_broadcast_salient(salient, common) + common)
+    return residual.pow(2).flatten(1).sum(1).mean()
+
+
+def pinning_loss(salient: torch.Tensor, y: torch.Tensor, weight_background: float = 1.0,
+                 weight_target: float = 0.1) -> torch.Tensor:
+    """``L_pin = E[w_0 1{Y=0} ‖Ẑ_S‖² + w_1 1{Y=1} exp(−‖Ẑ_S‖²)]`` (weights 1 and 0.1 in the paper).
+
+    The background term pins the salient code to zero where the target's factors are absent; the target term
+    keeps it away from zero (without it, ``Ẑ_S = 0`` everywhere meets the other conditions).
+
+    Args:
+        salient: ``Ẑ_S`` (B, …), squared norm taken over all but the batch dimension.
+        y: (B,) dataset labels, 0 = background, 1 = target.
+    """
+    is_target = _labels(y, salient.shape[0])
+    squared = salient.pow(2).flatten(1).sum(1)
+    per_item = torch.where(is_target, weight_target * torch.exp(-squared), weight_background * squared)
+    return per_item.mean()
+
+
+def swap_tokens(salient: torch.Tensor, common: torch.Tensor, salient_from: torch.Tensor) -> torch.Tensor:
+    """Tokens with the common part of each item and the salient part of item ``salient_from[b]``.
+
+    ``Z^mix_b = Ẑ_C[b] + Ẑ_S[salient_from[b]]`` (B, K, d): "common of A + salient of B". With
+    ``salient_from = arange(B)`` it is exactly ``Ẑ_C + Ẑ_S``.
+    """
+    if salient_from.shape != (common.shape[0],):
+        raise ValueError(f"salient_from must have shape ({common.shape[0]},), got {tuple(salient_from.shape)}")
+    return common + _broadcast_salient(salient, common)[salient_from]
+
+
+def cycle_loss(salient_mix: torch.Tensor, common_mix: torch.Tensor, salient_b: torch.Tensor,
+               common_a: torch.Tensor) -> torch.Tensor:
+    """``L_cyc = E[‖Ẑ_C^mix − Ẑ_C^a‖² + ‖Ẑ_S^mix − Ẑ_S^b‖²]``: re-encoding the swap returns its parts.
+
+    Args:
+        salient_mix, common_mix: the (EMA) separator's outputs on ``Z^mix = Ẑ_C^a + Ẑ_S^b``.
+        salient_b: ``Ẑ_S^b``, the salient code put into the mix (same shape as ``salient_mix``).
+        common_a: ``Ẑ_C^a``, the common code put into the mix (same shape as ``common_mix``).
+    """
+    if salient_mix.shape != salient_b.shape or common_mix.shape != common_a.shape:
+        raise ValueError("each re-encoded part must have the shape of the part put into the mix")
+    common_term = (common_mix - common_a).pow(2).flatten(1).sum(1)
+    salient_term = (salient_mix - salient_b).pow(2).flatten(1).sum(1)
+    return (common_term + salient_term).mean()
+
+
+class _GradReverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: float) -> torch.Tensor:
+        ctx.weight = weight
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return -ctx.weight * grad, None
+
+
+def grad_reverse(x: torch.Tensor, weight: float) -> torch.Tensor:
+    """Identity forward; the gradient is multiplied by ``−weight`` on the way back (Ganin and Lempitsky's GRL).
+
+    An adversary fed ``grad_reverse(Ẑ_C, λ)`` learns to predict Y from ``Ẑ_C`` while the separator upstream
+    receives ``−λ`` times that gradient, i.e. minimises ``L − λ L_adv``.
+    """
+    if not weight >= 0:
+        raise ValueError(f"weight must be >= 0, got {weight}")
+    return _GradReverse.apply(x, float(weight))
+
+
+class AdversaryWeight:
+    """The self-tuning GRL weight ``λ_adv`` of Diff-CA: it holds the adversary's accuracy near a target.
+
+    After each step, with ``acc`` the adversary's batch accuracy: ``ā ← m ā + (1 − m) acc`` (m = 0.95); then
+    ``λ ← λ / r`` if ``ā > target`` (the common code still leaks the label: reverse harder) and ``λ ← λ · r``
+    otherwise (r = 0.999), clamped to ``(0, maximum]`` (the paper reports λ within [0, 5]).
+
+    Direction: the reference notes state the opposite (``λ ×= 0.999`` when ``ā > target``). A stronger
+    reversal lowers the adversary's accuracy, so that reading is a positive feedback loop that drives λ to
+    zero or to its cap and cannot hold the accuracy at a target; we take the reading under which it can.
+
+    Args:
+        target: the accuracy the adversary is held near (0.70–0.80 in the paper).
+        initial: starting λ.
+        rate: the multiplicative step r (0.999).
+        momentum: the rolling-average momentum m (0.95).
+        maximum: upper clamp of λ.
+    """
+
+    def __init__(self, target: float = 0.8, initial: float = 1.0, rate: float = 0.999, momentum: float = 0.95,
+                 maximum: float = 5.0):
+        if not 0.5 <= target < 1.0:
+            raise ValueError(f"target must be in [0.5, 1), got {target}")
+        if not 0 < rate < 1 or not 0 <= momentum < 1 or not 0 < initial <= maximum:
+            raise ValueError("need 0 < rate < 1, 0 <= momentum < 1 and 0 < initial <= maximum")
+        self.target, self.rate, self.momentum, self.maximum = target, rate, momentum, maximum
+        self.value = initial
+        self.accuracy = 0.5  # a coin-flip adversary to start
+
+    def update(self, batch_accuracy: float) -> float:
+        """Fold in one batch accuracy, update and return λ."""
+        if not 0.0 <= batch_accuracy <= 1.0:
+            raise ValueError(f"batch_accuracy must be in [0, 1], got {batch_accuracy}")
+        self.accuracy = self.momentum * self.accuracy + (1.0 - self.momentum) * batch_accuracy
+        self.value = self.value / self.rate if self.accuracy > self.target else self.value * self.rate
+        self.value = min(self.value, self.maximum)
+        return self.value
+
+
+def mmd_rbf(x: torch.Tensor, y: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+    """Biased squared MMD with the Gaussian kernel ``k(a, b) = exp(−‖a − b‖² / (2σ²))``:
+    ``mean K_xx + mean K_yy − 2 mean K_xy`` (He et al. 2025's CS-DiffusionAE, σ = 1).
+
+    Args:
+        x: (n, d) samples; y: (m, d) samples.
+    """
+    check_matrix(x, "x", finite=False)
+    check_matrix(y, "y", columns=x.shape[1], finite=False)
+    if not sigma > 0:
+        raise ValueError(f"sigma must be positive, got {sigma}")
+
+    def kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-torch.cdist(a, b).pow(2) / (2.0 * sigma**2)).mean()
+
+    return kernel(x, x) + kernel(y, y) - 2.0 * kernel(x, y)
+
+
+def cpca(target: np.ndarray | torch.Tensor, background: np.ndarray | torch.Tensor, alpha: float,
+         num_components: int) -> tuple[np.ndarray, np.ndarray]:
+    """Contrastive PCA: the top eigenvectors of ``C_t − α C_b`` (Abid et al. 2018).
+
+    Each set is standardised on its own (zero mean, unit variance per feature; constant features stay 0),
+    as the reference implementation does; ``C = XᵀX / (n − 1)``. Uses ``eigh`` on the symmetric difference
+    (the reference implementation's ``eig`` can return complex values).
+
+    Args:
+        target: (n_t, p) target set.
+        background: (n_b, p) background set.
+        alpha: ``α >= 0``, how much background variance to subtract (α = 0 is PCA of the target).
+        num_components: k, 1 <= k <= p.
+
+    Returns:
+        ``(components, eigenvalues)``: (p, k) orthonormal directions (each with its largest-magnitude entry
+        positive, a fixed sign) and their (k,) eigenvalues, decreasing.
+    """
+    t, b = (np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
+            for x in (target, background))
+    for name, x in (("target", t), ("background", b)):
+        if x.ndim != 2 or x.shape[0] < 2 or not np.isfinite(x).all():
+            raise ValueError(f"{name} must be a finite (n, p) array with n >= 2, got shape {x.shape}")
+    if t.shape[1] != b.shape[1]:
+        raise ValueError(f"target and background must have the same features, got {t.shape[1]} and {b.shape[1]}")
+    if not alpha >= 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    if not 1 <= num_components <= t.shape[1]:
+        raise ValueError(f"num_components must be in [1, {t.shape[1]}], got {num_components}")
+
+    def covariance(x: np.ndarray) -> np.ndarray:
+        centred = x - x.mean(axis=0)
+        std = centred.std(axis=0, ddof=1)
+        scaled = np.divide(centred, std, out=np.zeros_like(centred), where=std > 0)
+        return scaled.T @ scaled / (len(x) - 1)
+
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance(t) - alpha * covariance(b))
+    order = np.argsort(eigenvalues)[::-1][:num_components]
+    components = eigenvectors[:, order]
+    signs = np.sign(components[np.abs(components).argmax(axis=0), np.arange(num_components)])
+    return components * np.where(signs == 0, 1.0, signs), eigenvalues[order]
+

@@ -1,0 +1,124 @@
+"""Tests for helpers.contrastive: Diff-CA's separator losses, the GRL and its weight, cPCA, MMD."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import contrastive as ca
+from helpers.runtime import torch_generator
+
+
+def test_reconstruction_loss_hand_computation():
+    tokens = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])  # B = 1, K = 2, d = 2
+    salient = torch.tensor([[1.0, 0.0]])  # (B, d): broadcast over both tokens
+    common = torch.tensor([[[0.0, 2.0], [2.0, 3.0]]])
+    # residual: [[0, 0], [0, 1]] → 1
+    assert ca.reconstruction_loss(tokens, salient, common).item() == pytest.approx(1.0)
+    per_token = salient[:, None, :].expand(1, 2, 2)
+    assert ca.reconstruction_loss(tokens, per_token, common).item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="one shape"):
+        ca.reconstruction_loss(tokens[:, :1], salient, common)
+
+
+def test_pinning_loss_hand_computation():
+    salient = torch.tensor([[1.0, 1.0], [0.0, 2.0], [0.0, 0.0]])  # squared norms 2, 4, 0
+    y = torch.tensor([0, 1, 1])
+    hand = (1.0 * 2.0 + 0.1 * math.exp(-4.0) + 0.1 * math.exp(0.0)) / 3
+    assert ca.pinning_loss(salient, y).item() == pytest.approx(hand)
+    assert ca.pinning_loss(salient, y, weight_background=2.0, weight_target=1.0).item() == pytest.approx(
+        (4.0 + math.exp(-4.0) + 1.0) / 3)
+    with pytest.raises(ValueError, match="labels 0"):
+        ca.pinning_loss(salient, torch.tensor([0, 2, 1]))
+    with pytest.raises(ValueError, match="shape"):
+        ca.pinning_loss(salient, torch.tensor([0, 1]))
+
+
+def test_swap_is_exact_in_token_space():
+    generator = torch_generator(0)
+    salient, common = torch.randn(4, 8, generator=generator), torch.randn(4, 3, 8, generator=generator)
+    torch.testing.assert_close(ca.swap_tokens(salient, common, torch.arange(4)), common + salient[:, None])
+    mixed = ca.swap_tokens(salient, common, torch.tensor([2, 0, 3, 1]))
+    torch.testing.assert_close(mixed[0], common[0] + salient[2])  # common of A = 0, salient of B = 2
+    torch.testing.assert_close(mixed - common, salient[[2, 0, 3, 1], None].expand_as(common))
+    with pytest.raises(ValueError, match="salient_from"):
+        ca.swap_tokens(salient, common, torch.tensor([0, 1]))
+
+
+def test_cycle_loss_hand_computation_and_zero_at_a_perfect_separator():
+    salient_b, common_a = torch.tensor([[1.0, 0.0]]), torch.tensor([[[0.0, 1.0]]])
+    assert ca.cycle_loss(salient_b, common_a, salient_b, common_a).item() == 0.0
+    # ‖(1, 1) − (0, 1)‖² + ‖(0, 0) − (1, 0)‖² = 1 + 1
+    assert ca.cycle_loss(torch.tensor([[0.0, 0.0]]), torch.tensor([[[1.0, 1.0]]]), salient_b,
+                         common_a).item() == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="shape"):
+        ca.cycle_loss(salient_b, common_a, salient_b[:, :1], common_a)
+
+
+def test_grad_reverse_flips_and_scales_the_gradient():
+    x = torch.tensor([1.0, -2.0], requires_grad=True)
+    out = ca.grad_reverse(x, 0.5)
+    torch.testing.assert_close(out, x.detach())
+    (3.0 * out).sum().backward()
+    torch.testing.assert_close(x.grad, torch.tensor([-1.5, -1.5]))
+    with pytest.raises(ValueError, match="weight"):
+        ca.grad_reverse(x, -1.0)
+
+
+def test_adversary_weight_rule_and_equilibrium():
+    weight = ca.AdversaryWeight(target=0.8, initial=1.0)
+    assert weight.update(1.0) == pytest.approx(1.0 * 0.999)  # rolling accuracy 0.525 < 0.8: relax
+    weight.accuracy = 0.9
+    assert weight.update(0.9) == pytest.approx(1.0 * 0.999 / 0.999)  # above the target: reverse harder
+    # an adversary whose accuracy falls as λ grows is held near the target
+    weight = ca.AdversaryWeight(target=0.75, initial=0.1, rate=0.99)
+    accuracies = []
+    for _ in range(3000):
+        accuracy = 0.5 + 0.5 * math.exp(-weight.value)  # λ = ln 2 gives exactly 0.75
+        accuracies.append(accuracy)
+        weight.update(accuracy)
+    assert abs(np.mean(accuracies[-500:]) - 0.75) < 0.02 and abs(weight.value - math.log(2)) < 0.1
+    capped = ca.AdversaryWeight(target=0.75, initial=4.9, maximum=5.0)
+    for _ in range(100):
+        capped.update(1.0)
+    assert capped.value == 5.0
+    with pytest.raises(ValueError):
+        ca.AdversaryWeight(target=0.3)
+    with pytest.raises(ValueError, match="batch_accuracy"):
+        ca.AdversaryWeight().update(1.5)
+
+
+def test_mmd_rbf_known_answers():
+    x = torch.randn(50, 3, generator=torch_generator(0))
+    assert ca.mmd_rbf(x, x).item() == pytest.approx(0.0, abs=1e-6)
+    a, b = torch.zeros(1, 2), torch.tensor([[1.0, 1.0]])
+    # K_xx = K_yy = 1, K_xy = exp(−2 / 2)
+    assert ca.mmd_rbf(a, b).item() == pytest.approx(2.0 - 2.0 * math.exp(-1.0))
+    assert ca.mmd_rbf(x, x + 3.0) > ca.mmd_rbf(x, x + 0.3) > 0
+    with pytest.raises(ValueError, match="sigma"):
+        ca.mmd_rbf(a, b, sigma=0.0)
+
+
+def test_cpca_matches_a_direct_eigendecomposition():
+    generator = np.random.default_rng(0)
+    background = generator.normal(size=(400, 5)) * [3.0, 1.0, 1.0, 1.0, 1.0]
+    target = generator.normal(size=(300, 5)) * [3.0, 1.0, 1.0, 1.0, 1.0]
+    target[:, 2] += 2.0 * generator.choice([-1.0, 1.0], size=300)  # a target-only (salient) direction
+    components, values = ca.cpca(target, background, alpha=1.0, num_components=2)
+    standardise = lambda x: (x - x.mean(0)) / x.std(0, ddof=1)  # noqa: E731
+    direct = np.cov(standardise(target).T) - np.cov(standardise(background).T)
+    eigenvalues = np.linalg.eigvalsh(direct)[::-1]
+    np.testing.assert_allclose(values, eigenvalues[:2], atol=1e-10)
+    np.testing.assert_allclose(direct @ components, components * values, atol=1e-10)
+    np.testing.assert_allclose(components.T @ components, np.eye(2), atol=1e-12)
+    assert np.argmax(np.abs(components[:, 0])) == 2  # the salient direction comes first
+    pca, _ = ca.cpca(target, background, alpha=0.0, num_components=1)
+    np.testing.assert_allclose(np.abs(pca[:, 0]), np.abs(np.linalg.eigh(np.cov(standardise(target).T))[1][:, -1]),
+                               atol=1e-10)
+    with pytest.raises(ValueError, match="num_components"):
+        ca.cpca(target, background, alpha=1.0, num_components=6)
+    with pytest.raises(ValueError, match="same features"):
+        ca.cpca(target, background[:, :4], alpha=1.0, num_components=1)
+    with pytest.raises(ValueError, match="alpha"):
+        ca.cpca(target, background, alpha=-1.0, num_components=1)
