@@ -13,7 +13,7 @@ over the K tokens):
 
 * the separator's losses: :func:`reconstruction_loss`, :func:`pinning_loss`, :func:`cycle_loss`, and the
   swap :func:`swap_tokens`;
-* the adversary's gradient reversal: :func:`grad_reverse` and the self-tuning weight :class:`AdversaryWeight`;
+* the adversary's gradient reversal: :func:`grad_reverse` and the self-tuning weight :func:`adversary_weight_step`;
 * the baselines' pieces: :func:`cpca` (contrastive PCA with ``eigh``) and :func:`mmd_rbf` (the latent splitter
   of He et al. 2025).
 """
@@ -123,43 +123,37 @@ def grad_reverse(x: torch.Tensor, weight: float) -> torch.Tensor:
     return _GradReverse.apply(x, float(weight))
 
 
-class AdversaryWeight:
-    """The self-tuning GRL weight ``λ_adv`` of Diff-CA: it holds the adversary's accuracy near a target.
+def adversary_weight_step(value: float, rolling_accuracy: float, batch_accuracy: float, *, target: float = 0.8,
+                          rate: float = 0.999, momentum: float = 0.95, maximum: float = 5.0) -> tuple[float, float]:
+    """One update of Diff-CA's self-tuning GRL weight ``λ_adv``, which holds the adversary's accuracy near a target.
 
-    After each step, with ``acc`` the adversary's batch accuracy: ``ā ← m ā + (1 − m) acc`` (m = 0.95); then
-    ``λ ← λ / r`` if ``ā > target`` (the common code still leaks the label: reverse harder) and ``λ ← λ · r``
-    otherwise (r = 0.999), clamped to ``(0, maximum]`` (the paper reports λ within [0, 5]).
+    ``ā ← m ā + (1 − m) acc`` with ``acc`` the adversary's batch accuracy; then ``λ ← λ / r`` if ``ā > target``
+    (the common code still leaks the label: reverse harder) and ``λ ← λ · r`` otherwise, capped at ``maximum``
+    (the paper reports λ within [0, 5]).
 
     Direction: the reference notes state the opposite (``λ ×= 0.999`` when ``ā > target``). A stronger
     reversal lowers the adversary's accuracy, so that reading is a positive feedback loop that drives λ to
     zero or to its cap and cannot hold the accuracy at a target; we take the reading under which it can.
 
     Args:
-        target: the accuracy the adversary is held near (0.70–0.80 in the paper).
-        initial: starting λ.
+        value: the current λ, > 0.
+        rolling_accuracy: the current ``ā`` (start at 0.5, a coin-flip adversary).
+        batch_accuracy: this step's accuracy, in [0, 1].
+        target: the accuracy to hold (0.70–0.80 in the paper).
         rate: the multiplicative step r (0.999).
         momentum: the rolling-average momentum m (0.95).
-        maximum: upper clamp of λ.
+        maximum: the cap of λ.
+
+    Returns:
+        ``(λ', ā')``.
     """
-
-    def __init__(self, target: float = 0.8, initial: float = 1.0, rate: float = 0.999, momentum: float = 0.95,
-                 maximum: float = 5.0):
-        if not 0.5 <= target < 1.0:
-            raise ValueError(f"target must be in [0.5, 1), got {target}")
-        if not 0 < rate < 1 or not 0 <= momentum < 1 or not 0 < initial <= maximum:
-            raise ValueError("need 0 < rate < 1, 0 <= momentum < 1 and 0 < initial <= maximum")
-        self.target, self.rate, self.momentum, self.maximum = target, rate, momentum, maximum
-        self.value = initial
-        self.accuracy = 0.5  # a coin-flip adversary to start
-
-    def update(self, batch_accuracy: float) -> float:
-        """Fold in one batch accuracy, update and return λ."""
-        if not 0.0 <= batch_accuracy <= 1.0:
-            raise ValueError(f"batch_accuracy must be in [0, 1], got {batch_accuracy}")
-        self.accuracy = self.momentum * self.accuracy + (1.0 - self.momentum) * batch_accuracy
-        self.value = self.value / self.rate if self.accuracy > self.target else self.value * self.rate
-        self.value = min(self.value, self.maximum)
-        return self.value
+    if not 0.0 <= batch_accuracy <= 1.0:
+        raise ValueError(f"batch_accuracy must be in [0, 1], got {batch_accuracy}")
+    if not 0.5 <= target < 1.0 or not 0 < rate < 1 or not 0 <= momentum < 1 or not 0 < value <= maximum:
+        raise ValueError("need 0.5 <= target < 1, 0 < rate < 1, 0 <= momentum < 1 and 0 < value <= maximum")
+    rolling = momentum * rolling_accuracy + (1.0 - momentum) * batch_accuracy
+    new_value = value / rate if rolling > target else value * rate
+    return min(new_value, maximum), rolling
 
 
 def mmd_rbf(x: torch.Tensor, y: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:

@@ -67,26 +67,25 @@ def test_grad_reverse_flips_and_scales_the_gradient():
 
 
 def test_adversary_weight_rule_and_equilibrium():
-    weight = ca.AdversaryWeight(target=0.8, initial=1.0)
-    assert weight.update(1.0) == pytest.approx(1.0 * 0.999)  # rolling accuracy 0.525 < 0.8: relax
-    weight.accuracy = 0.9
-    assert weight.update(0.9) == pytest.approx(1.0 * 0.999 / 0.999)  # above the target: reverse harder
+    value, rolling = ca.adversary_weight_step(1.0, 0.5, 1.0, target=0.8)
+    assert rolling == pytest.approx(0.525) and value == pytest.approx(0.999)  # ā below the target: relax
+    value, rolling = ca.adversary_weight_step(1.0, 0.9, 0.9, target=0.8)
+    assert value == pytest.approx(1.0 / 0.999)  # above the target: reverse harder
     # an adversary whose accuracy falls as λ grows is held near the target
-    weight = ca.AdversaryWeight(target=0.75, initial=0.1, rate=0.99)
-    accuracies = []
+    value, rolling, accuracies = 0.1, 0.5, []
     for _ in range(3000):
-        accuracy = 0.5 + 0.5 * math.exp(-weight.value)  # λ = ln 2 gives exactly 0.75
+        accuracy = 0.5 + 0.5 * math.exp(-value)  # λ = ln 2 gives exactly 0.75
         accuracies.append(accuracy)
-        weight.update(accuracy)
-    assert abs(np.mean(accuracies[-500:]) - 0.75) < 0.02 and abs(weight.value - math.log(2)) < 0.1
-    capped = ca.AdversaryWeight(target=0.75, initial=4.9, maximum=5.0)
+        value, rolling = ca.adversary_weight_step(value, rolling, accuracy, target=0.75, rate=0.99)
+    assert abs(np.mean(accuracies[-500:]) - 0.75) < 0.02 and abs(value - math.log(2)) < 0.1
+    value = 4.9
     for _ in range(100):
-        capped.update(1.0)
-    assert capped.value == 5.0
+        value, _ = ca.adversary_weight_step(value, 1.0, 1.0, target=0.75, maximum=5.0)
+    assert value == 5.0
     with pytest.raises(ValueError):
-        ca.AdversaryWeight(target=0.3)
+        ca.adversary_weight_step(1.0, 0.5, 0.5, target=0.3)
     with pytest.raises(ValueError, match="batch_accuracy"):
-        ca.AdversaryWeight().update(1.5)
+        ca.adversary_weight_step(1.0, 0.5, 1.5)
 
 
 def test_mmd_rbf_known_answers():
