@@ -304,6 +304,34 @@ def fit_linear_separator(Z: torch.Tensor, y: torch.Tensor, *, conditions: tuple[
     return P.detach(), Q.detach()
 
 
+def oblique_separator(Z: torch.Tensor, y: torch.Tensor, *, salient_dim: int,
+                      common_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The closed-form linear split that the identifiability conditions single out, from second moments.
+
+    The background covariance spans the common subspace ``U_C`` (its top ``common_dim`` eigenvectors); the
+    target's excess covariance ``Σ_t − Σ_b`` spans the salient subspace ``U_S`` (top ``salient_dim``). The
+    salient map is the oblique projector onto ``U_S`` along ``U_C``: ``P = U_S (Wᵀ U_S)⁺ Wᵀ`` with ``W`` an
+    orthonormal basis of ``U_C``'s orthogonal complement, so ``P U_C = 0`` (pinning) and ``P U_S = U_S``;
+    ``Q = I − P`` (sum). The reference answer for :func:`fit_linear_separator`.
+
+    Returns:
+        ``(P, Q)``, (dim, dim) float64.
+    """
+    check_matrix(Z, "Z")
+    is_target = _labels(y, Z.shape[0])
+    dim = Z.shape[1]
+    if salient_dim < 1 or common_dim < 1 or salient_dim + common_dim > dim:
+        raise ValueError(f"need 1 <= salient_dim, 1 <= common_dim, salient_dim + common_dim <= {dim}")
+    Z = Z.double()
+    cov_b, cov_t = torch.cov(Z[~is_target].T), torch.cov(Z[is_target].T)
+    _, vectors_b = torch.linalg.eigh(cov_b)
+    _, vectors_excess = torch.linalg.eigh(cov_t - cov_b)
+    complement = vectors_b[:, : dim - common_dim]  # eigh sorts ascending: all but the top common_dim
+    salient = vectors_excess[:, -salient_dim:]
+    P = salient @ torch.linalg.pinv(complement.T @ salient) @ complement.T
+    return P, torch.eye(dim, dtype=torch.float64) - P
+
+
 def separation_errors(P: torch.Tensor, Q: torch.Tensor, model: dict[str, torch.Tensor]) -> dict[str, float]:
     """Relative errors of a linear separator on :func:`additive_model` data.
 

@@ -147,3 +147,18 @@ def test_linear_separator_identifies_the_components_and_fails_without_sum_or_pin
     assert no_sum["common"] > 0.5
     with pytest.raises(ValueError, match="conditions"):
         ca.fit_linear_separator(model["Z"], model["y"], conditions=("sum", "orthogonality"))
+
+
+def test_oblique_separator_recovers_the_components_consistently():
+    errors = {}
+    for n in (2000, 20000):
+        model = ca.additive_model(n, n, dim=6, salient_dim=2, common_dim=3, seed=1)
+        P, Q = ca.oblique_separator(model["Z"], model["y"], salient_dim=2, common_dim=3)
+        torch.testing.assert_close(P @ P, P)  # a projector
+        torch.testing.assert_close(P + Q, torch.eye(6, dtype=torch.float64))
+        errors[n] = ca.separation_errors(P, Q, model)
+    assert errors[20000]["salient"] < 0.01 and errors[20000]["common"] < 0.01
+    assert errors[20000]["background_salient"] < 1e-3
+    assert errors[20000]["salient"] < errors[2000]["salient"]  # a consistent estimator
+    with pytest.raises(ValueError, match="salient_dim"):
+        ca.oblique_separator(model["Z"], model["y"], salient_dim=4, common_dim=3)
