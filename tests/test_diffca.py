@@ -1,0 +1,51 @@
+"""Tests for helpers.diffca: Diff-CA's stage 1 at CPU scale (token encoder, generator, decoding, PSNR)."""
+
+import math
+
+import pytest
+import torch
+
+from helpers import diffca
+from helpers.runtime import torch_generator
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.rand(12, 3, 8, 8, generator=torch_generator(0)) * 2 - 1
+
+
+def test_token_encoder_shapes_and_colour_token_sees_colour():
+    encoder = diffca.TokenEncoder(dim=16, num_tokens=5).eval()
+    x = torch.zeros(2, 3, 8, 8)
+    tokens = encoder(x)
+    assert tokens.shape == (2, 5, 16)
+    red = x.clone()
+    red[:, 0] = 1.0
+    assert not torch.allclose(encoder(red)[:, -1], tokens[:, -1])
+    with pytest.raises(ValueError, match="num_tokens"):
+        diffca.TokenEncoder(num_tokens=1)
+
+
+def test_train_stage1_lowers_the_loss_deterministically(images):
+    kwargs = {"steps": 30, "batch_size": 6, "lr": 2e-3, "seed": 0, "dim": 16, "num_tokens": 3,
+              "block_out_channels": (16, 32)}
+    model, history = diffca.train_stage1(images, **kwargs)
+    assert sum(history["loss"][-5:]) < sum(history["loss"][:5])
+    again, history_again = diffca.train_stage1(images, **kwargs)
+    assert history_again == history
+    with torch.no_grad():
+        tokens = model.encoder(images[:4])
+        out = diffca.decode(model, tokens, steps=3, seed=1)
+        assert out.shape == (4, 3, 8, 8) and out.abs().max() <= 1.0
+        torch.testing.assert_close(out, diffca.decode(again, again.encoder(images[:4]), steps=3, seed=1))
+    with pytest.raises(ValueError, match="\\[-1, 1\\]"):
+        diffca.train_stage1(images * 3, **kwargs)
+
+
+def test_psnr_known_answers():
+    a = torch.zeros(2, 3, 4, 4)
+    b = torch.full((2, 3, 4, 4), 0.2)  # MSE 0.04 → 10 log10(4 / 0.04) = 20 dB
+    torch.testing.assert_close(diffca.psnr(b, a), torch.full((2,), 20.0))
+    assert diffca.psnr(a, a)[0] == pytest.approx(10 * math.log10(4 / 1e-12))
+    with pytest.raises(ValueError, match="shapes"):
+        diffca.psnr(a, a[:1])
