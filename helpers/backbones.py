@@ -16,7 +16,6 @@ scores, one relevant gallery item per query: its exemplar) through :func:`helper
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from dataclasses import dataclass
 
@@ -64,7 +63,7 @@ def study_ssl_backbone(cfg, bench: AttributionBenchmark) -> tuple[ssl.ConvEncode
     """
     unlabelled = torch.cat([bench.train_real, bench.train_synthetic])
     key = {"name": "ad-simclr", "seed": cfg.seed, "steps": cfg.ssl_steps, "batch": cfg.ssl_batch, "lr": cfg.ssl_lr,
-           "dim": cfg.feature_dim, "images": _fingerprint(unlabelled)}
+           "dim": cfg.feature_dim, "images": state_fingerprint({"images": unlabelled})}
 
     def train(checkpoint):
         encoder, history = ssl.train_simclr(unlabelled, steps=cfg.ssl_steps, seed=cfg.seed, batch_size=cfg.ssl_batch,
@@ -109,7 +108,8 @@ def study_frozen_features(cfg, bench: AttributionBenchmark, backbone: str) -> tu
         raise ValueError(f"backbone must be 'supervised' or 'vit', got {backbone!r}")
     size = cfg.pretrained_size if backbone == "supervised" else cfg.vit_size
     key = {"name": f"ad-{backbone}-features", "weights": fingerprint, "size": size, "dim": cfg.feature_dim,
-           "images": _fingerprint(torch.cat([bench.train_synthetic, bench.train_real, bench.queries, bench.gallery]))}
+           "images": state_fingerprint({"synthetic": bench.train_synthetic, "real": bench.train_real,
+                                         "queries": bench.queries, "gallery": bench.gallery})}
 
     def build():
         raw = _embed(bench, embed)
@@ -126,11 +126,6 @@ def study_frozen_features(cfg, bench: AttributionBenchmark, backbone: str) -> tu
 def _embed_features(features: FeatureSet, transform) -> FeatureSet:
     return FeatureSet(*(transform(block) for block in (features.train_synthetic, features.train_real,
                                                        features.queries, features.gallery)))
-
-
-def _fingerprint(images: torch.Tensor) -> str:
-    """A short content hash of a tensor, for cache keys."""
-    return hashlib.sha256(images.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
 def retrieval_scores(bench: AttributionBenchmark, queries: torch.Tensor, gallery: torch.Tensor) -> dict[str, float]:
