@@ -59,12 +59,12 @@ class Separator(nn.Module):
 class SeparatorTraining(nn.Module):
     """Everything stage 2 trains and tracks: the separator, its EMA copy, the adversary, ``λ_adv`` and ``ā``."""
 
-    def __init__(self, separator: Separator, ema_decay: float = 0.999, initial_lambda: float = 1.0):
+    def __init__(self, separator: Separator, ema_decay: float = 0.999, initial_lambda: float = 1.0, seed: int = 0):
         super().__init__()
         dim = separator.cls.shape[-1]
         self.separator = separator
         self.ema = copy.deepcopy(separator).requires_grad_(False)
-        with seeded(1):
+        with seeded(seed + 1):  # the adversary's initialisation, apart from the separator's
             self.adversary = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, 1))
         self.ema_decay = ema_decay
         self.register_buffer("lambda_adv", torch.tensor(float(initial_lambda), dtype=torch.float64))
@@ -132,7 +132,8 @@ def train_separator(tokens: torch.Tensor, y: torch.Tensor, *, steps: int, batch_
         raise ValueError(f"need tokens (N, K, d) and y (N,), got {tuple(tokens.shape)} and {tuple(y.shape)}")
     if not 2 <= batch_size <= len(tokens):
         raise ValueError(f"batch_size must be in [2, {len(tokens)}], got {batch_size}")
-    training = SeparatorTraining(Separator(tokens.shape[-1], depth, heads, hidden, seed=seed), ema_decay).to(device)
+    training = SeparatorTraining(Separator(tokens.shape[-1], depth, heads, hidden, seed=seed), ema_decay,
+                                 seed=seed).to(device)
     data, labels = tokens.to(device, torch.float32), y.to(device)
     parameters = list(training.separator.parameters()) + list(training.adversary.parameters())
 
