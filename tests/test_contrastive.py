@@ -162,3 +162,41 @@ def test_oblique_separator_recovers_the_components_consistently():
     assert errors[20000]["salient"] < errors[2000]["salient"]  # a consistent estimator
     with pytest.raises(ValueError, match="salient_dim"):
         ca.oblique_separator(model["Z"], model["y"], salient_dim=4, common_dim=3)
+
+
+def test_splitter_loss_hand_computation_at_an_exact_split():
+    model = ca.LatentSplitter(3, hidden=4, layers=1)
+    with torch.no_grad():  # net_c = identity on the first two coordinates, net_s = the third one
+        for net, diagonal in ((model.net_c, [1.0, 1.0, 0.0]), (model.net_s, [0.0, 0.0, 1.0])):
+            net[0].weight.copy_(torch.eye(4, 3))
+            net[0].bias.zero_()
+            net[2].weight.copy_(torch.diag(torch.tensor(diagonal)) @ torch.eye(3, 4))
+            net[2].bias.zero_()
+    z = torch.tensor([[1.0, 2.0, 0.0], [0.5, 1.0, 0.0], [1.0, 2.0, 3.0], [0.5, 1.0, 2.0]])
+    y = torch.tensor([0, 0, 1, 1])
+    # LeakyReLU keeps these positive inputs: every reconstruction is exact, s_bg = 0, and the targets' common
+    # codes (1, 2, 0), (0.5, 1, 0) are exactly the background set, so the MMD is 0 too
+    loss, terms = ca.splitter_loss(model, z, y)
+    assert all(value == pytest.approx(0.0, abs=1e-6) for value in terms.values())
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+    shifted = z.clone()
+    shifted[2:, 0] += 1.0  # the targets' common part no longer matches the background: only the MMD grows
+    _, terms = ca.splitter_loss(model, shifted, y)
+    assert terms["mmd"] > 0.1 and terms["rec_t"] == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="background and target"):
+        ca.splitter_loss(model, z[:2], y[:2])
+
+
+def test_train_splitter_learns_and_is_deterministic():
+    model_data = ca.additive_model(300, 300, dim=6, salient_dim=2, common_dim=3, seed=0)
+    kwargs = {"steps": 200, "batch_size": 64, "lr": 3e-3, "seed": 0, "hidden": 32}
+    model, history = ca.train_splitter(model_data["Z"], model_data["y"], **kwargs)
+    assert sum(history["loss"][-10:]) < 0.2 * sum(history["loss"][:10])
+    with torch.no_grad():
+        _, salient = model(model_data["Z"].float())
+    norms = salient.norm(dim=1)
+    assert norms[:300].mean() < 0.5 * norms[300:].mean()  # s is pinned towards 0 on the background
+    _, again = ca.train_splitter(model_data["Z"], model_data["y"], **kwargs)
+    assert again == history
+    with pytest.raises(ValueError, match="batch_size"):
+        ca.train_splitter(model_data["Z"], model_data["y"], **{**kwargs, "batch_size": 301})
