@@ -737,6 +737,23 @@ def planted_two_domain(
     return z_s.float(), z_e.float(), s.float(), A_s.float(), A_e.float()
 
 
+def whiten_per_domain(train_s: torch.Tensor, train_e: torch.Tensor, z_s: torch.Tensor,
+                      z_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ZCA-whiten ``z_s`` (N_s, d) and ``z_e`` (N_e, d) with the statistics of their own domain's training rows
+    (:func:`whiten` on ``train_s``, ``train_e``): the baseline "whitening alone", no pairs. Float64."""
+    _, (mean_s, W_s) = whiten(train_s.double())
+    _, (mean_e, W_e) = whiten(train_e.double())
+    return apply_whitening(z_s.double(), mean_s, W_s), apply_whitening(z_e.double(), mean_e, W_e)
+
+
+def fastica_per_domain(train_s: torch.Tensor, train_e: torch.Tensor, z_s: torch.Tensor, z_e: torch.Tensor,
+                       seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``z_s`` and ``z_e`` in the sources of a FastICA fitted on their own domain's training rows
+    (:func:`fit_fastica`): the baseline "ICA without the shared initialisation". Float64 arrays."""
+    ica_s, ica_e = fit_fastica(train_s, seed), fit_fastica(train_e, seed)
+    return ica_s.transform(z_s.double().numpy()), ica_e.transform(z_e.double().numpy())
+
+
 def planted_outputs(
     z_s: torch.Tensor,
     z_e: torch.Tensor,
@@ -772,16 +789,13 @@ def planted_outputs(
     train_s, train_e = z_s[:num_train], z_e[:num_train]
     test_s, test_e = z_s[num_train:].double(), z_e[num_train:].double()
     outputs = {"raw": (test_s.numpy(), test_e.numpy())}
-    _, (mean_s, W_s) = whiten(train_s.double())
-    _, (mean_e, W_e) = whiten(train_e.double())
-    outputs["whitening"] = (apply_whitening(test_s, mean_s, W_s).numpy(), apply_whitening(test_e, mean_e, W_e).numpy())
+    outputs["whitening"] = tuple(y.numpy() for y in whiten_per_domain(train_s, train_e, test_s, test_e))
     for init, name in (("identity", "A&D identity"), ("random", "A&D random"), ("same_random", "A&D same random")):
         heads, _ = train_heads(train_s, train_e, lam=lam, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                                init=init)
         with torch.no_grad():
             outputs[name] = (heads.map(test_s, "s").double().numpy(), heads.map(test_e, "e").double().numpy())
-    ica_s, ica_e = fit_fastica(train_s, seed), fit_fastica(train_e, seed)
-    outputs["FastICA per domain"] = (ica_s.transform(test_s.numpy()), ica_e.transform(test_e.numpy()))
+    outputs["FastICA per domain"] = fastica_per_domain(train_s, train_e, test_s, test_e, seed)
     outputs["CCA on pairs"] = cca_decomposition(train_s, train_e).transform(test_s, test_e)
     return outputs
 

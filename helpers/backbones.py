@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from sklearn.decomposition import PCA
 
-from helpers.attribution import Heads, apply_whitening, fit_fastica, train_heads, whiten
+from helpers.attribution import Heads, fastica_per_domain, train_heads, whiten_per_domain
 from helpers.attribution_bench import AttributionBenchmark
 from helpers.cache import load_or_train, state_fingerprint
 from helpers.models import pretrained, ssl, vit
@@ -155,20 +155,16 @@ def centred_scores(bench: AttributionBenchmark, features: FeatureSet) -> dict[st
 
 def whitened_scores(bench: AttributionBenchmark, features: FeatureSet) -> dict[str, float]:
     """Baseline "whitening alone": :func:`retrieval_scores` after ZCA-whitening each domain with its own
-    training statistics (:func:`helpers.attribution.whiten`); no pairs, no ICA rotation."""
-    _, (mean_s, W_s) = whiten(features.train_synthetic.double())
-    _, (mean_e, W_e) = whiten(features.train_real.double())
-    return retrieval_scores(bench, apply_whitening(features.queries.double(), mean_s, W_s),
-                            apply_whitening(features.gallery.double(), mean_e, W_e))
+    training statistics (:func:`helpers.attribution.whiten_per_domain`); no pairs, no ICA rotation."""
+    return retrieval_scores(bench, *whiten_per_domain(features.train_synthetic, features.train_real,
+                                                      features.queries, features.gallery))
 
 
 def fastica_scores(bench: AttributionBenchmark, features: FeatureSet, seed: int) -> dict[str, float]:
     """Baseline "FastICA alone": scikit-learn's FastICA fitted on each domain's training features on its own
-    (:func:`helpers.attribution.fit_fastica`); queries and gallery in their domain's sources."""
-    ica_s = fit_fastica(features.train_synthetic, seed)
-    ica_e = fit_fastica(features.train_real, seed)
-    return retrieval_scores(bench, ica_s.transform(features.queries.double().numpy()),
-                            ica_e.transform(features.gallery.double().numpy()))
+    (:func:`helpers.attribution.fastica_per_domain`); queries and gallery in their domain's sources."""
+    return retrieval_scores(bench, *fastica_per_domain(features.train_synthetic, features.train_real,
+                                                       features.queries, features.gallery, seed))
 
 
 def train_ad(cfg, bench: AttributionBenchmark, features: FeatureSet, *, lam: float, init: str = "identity",
