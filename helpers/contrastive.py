@@ -168,13 +168,37 @@ def mmd_rbf(x: torch.Tensor, y: torch.Tensor, sigma: float = 1.0) -> torch.Tenso
     Args:
         x: (n, d) samples; y: (m, d) samples.
     """
-    check_matrix(x, "x", finite=False)
-    check_matrix(y, "y", columns=x.shape[1], finite=False)
     if not sigma > 0:
         raise ValueError(f"sigma must be positive, got {sigma}")
+    return _biased_mmd(x, y, torch.tensor([1.0 / (2.0 * sigma**2)], dtype=torch.float64))
+
+
+# The bandwidths of MM-cVAE's kernel mixture (suinleelab/MM-cVAE): k(a, b) = Σ_γ exp(−γ ‖a − b‖²).
+MM_CVAE_GAMMAS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 100.0,
+                  1e3, 1e4, 1e5, 1e6)
+
+
+def mmd_mixture(x: torch.Tensor, y: torch.Tensor, gammas: tuple[float, ...] = MM_CVAE_GAMMAS) -> torch.Tensor:
+    """Biased squared MMD with MM-cVAE's kernel mixture ``k(a, b) = Σ_γ exp(−γ ‖a − b‖²)``, floored at 0 as
+    the official code does.
+
+    Args:
+        x: (n, d) samples; y: (m, d) samples; gammas: the positive inverse bandwidths γ.
+    """
+    if not gammas or min(gammas) <= 0:
+        raise ValueError(f"gammas must be positive, got {gammas}")
+    return _biased_mmd(x, y, torch.tensor(gammas, dtype=torch.float64)).clamp_min(0.0)
+
+
+def _biased_mmd(x: torch.Tensor, y: torch.Tensor, gammas: torch.Tensor) -> torch.Tensor:
+    """``mean K_xx + mean K_yy − 2 mean K_xy`` for ``k(a, b) = Σ_γ exp(−γ ‖a − b‖²)``."""
+    check_matrix(x, "x", finite=False)
+    check_matrix(y, "y", columns=x.shape[1], finite=False)
+    gammas = gammas.to(x)
 
     def kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return torch.exp(-torch.cdist(a, b).pow(2) / (2.0 * sigma**2)).mean()
+        squared = torch.cdist(a, b).pow(2)
+        return torch.exp(-gammas[:, None, None] * squared).sum(0).mean()
 
     return kernel(x, x) + kernel(y, y) - 2.0 * kernel(x, y)
 
@@ -357,6 +381,21 @@ def separation_errors(P: torch.Tensor, Q: torch.Tensor, model: dict[str, torch.T
 # --------------------------------------------------------------------------------------------------------
 
 
+def balanced_rows(y: torch.Tensor, batch_size: int):
+    """A sampler of balanced batches: ``draw(generator)`` returns ``batch_size`` background rows then
+    ``batch_size`` target rows of ``y`` (N,), each drawn without replacement (the CA baselines' batches)."""
+    is_target = _labels(y, y.shape[0])
+    rows_t, rows_b = torch.nonzero(is_target)[:, 0], torch.nonzero(~is_target)[:, 0]
+    if min(len(rows_t), len(rows_b)) < batch_size or batch_size < 2:
+        raise ValueError(f"batch_size must be in [2, {min(len(rows_t), len(rows_b))}], got {batch_size}")
+
+    def draw(generator: torch.Generator) -> torch.Tensor:
+        return torch.cat([rows_b[torch.randperm(len(rows_b), generator=generator)[:batch_size]],
+                          rows_t[torch.randperm(len(rows_t), generator=generator)[:batch_size]]])
+
+    return draw
+
+
 class LatentSplitter(nn.Module):
     """Two parallel MLPs on a latent ``z`` (D,): ``c = net_c(z)`` (common) and ``s = net_s(z)`` (salient).
 
@@ -411,16 +450,12 @@ def train_splitter(z: torch.Tensor, y: torch.Tensor, *, steps: int, batch_size: 
     """Train a :class:`LatentSplitter` on latents ``(N, D)`` (Adam; each batch holds ``batch_size`` items of each
     label, drawn from the step's generator; resumable through ``checkpoint``)."""
     check_matrix(z, "z")
-    is_target = _labels(y, z.shape[0])
-    rows_t, rows_b = torch.nonzero(is_target)[:, 0], torch.nonzero(~is_target)[:, 0]
-    if min(len(rows_t), len(rows_b)) < batch_size or batch_size < 2:
-        raise ValueError(f"batch_size must be in [2, {min(len(rows_t), len(rows_b))}], got {batch_size}")
+    draw_rows = balanced_rows(y, batch_size)
     model = LatentSplitter(z.shape[1], hidden, layers, seed=seed)
     data = z.float()
 
     def make_batch(step: int, generator: torch.Generator):
-        rows = torch.cat([rows_b[torch.randperm(len(rows_b), generator=generator)[:batch_size]],
-                          rows_t[torch.randperm(len(rows_t), generator=generator)[:batch_size]]])
+        rows = draw_rows(generator)
         return data[rows], y[rows]
 
     def loss_fn(net, batch, generator):

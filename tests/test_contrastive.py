@@ -99,6 +99,19 @@ def test_mmd_rbf_known_answers():
         ca.mmd_rbf(a, b, sigma=0.0)
 
 
+def test_mmd_mixture_known_answers():
+    x = torch.randn(40, 3, generator=torch_generator(0))
+    assert ca.mmd_mixture(x, x).item() == pytest.approx(0.0, abs=1e-6)
+    a, b = torch.zeros(1, 2), torch.tensor([[1.0, 1.0]])
+    # one bandwidth γ = 1/2 is the Gaussian kernel of σ = 1
+    assert ca.mmd_mixture(a, b, gammas=(0.5,)).item() == pytest.approx(ca.mmd_rbf(a, b).item())
+    # two bandwidths add their kernels: 2·2 − 2·(exp(−2) + exp(−4))
+    assert ca.mmd_mixture(a, b, gammas=(1.0, 2.0)).item() == pytest.approx(4.0 - 2.0 * (math.exp(-2) + math.exp(-4)))
+    assert ca.mmd_mixture(x, x + 2.0) > ca.mmd_mixture(x, x + 0.2) > 0
+    with pytest.raises(ValueError, match="gammas"):
+        ca.mmd_mixture(a, b, gammas=(1.0, 0.0))
+
+
 def test_cpca_matches_a_direct_eigendecomposition():
     generator = np.random.default_rng(0)
     background = generator.normal(size=(400, 5)) * [3.0, 1.0, 1.0, 1.0, 1.0]
