@@ -20,6 +20,55 @@ from helpers.runtime import seeded
 from helpers.training import fit
 
 
+def patch_convolutions(channels: int) -> nn.Sequential:
+    """Patch features: two stride-2 3 × 3 convolutions, (B, 3, S, S) → (B, channels, S/4, S/4)."""
+    return nn.Sequential(nn.Conv2d(3, channels, 3, 2, 1), nn.SiLU(), nn.Conv2d(channels, channels, 3, 2, 1))
+
+
+class LatentCodec(nn.Module):
+    """A small autoencoder: images (B, 3, S, S) in [−1, 1] ↔ latents (B, C, S/4, S/4) of unit scale.
+
+    At the small scale it stands in for two frozen pretrained parts of the paper: the VAE whose latents the
+    generator models (the paper's sd-vae / VQ-VAE), and the patch encoder the semantic tokens read (DINOv3).
+    ``scale`` divides the raw latents so that the flow-matching targets have unit standard deviation.
+    """
+
+    def __init__(self, channels: int = 32, seed: int = 0):
+        super().__init__()
+        with seeded(seed):
+            self.encoder = patch_convolutions(channels)
+            self.decoder = nn.Sequential(nn.SiLU(), nn.ConvTranspose2d(channels, channels, 4, 2, 1), nn.SiLU(),
+                                         nn.ConvTranspose2d(channels, 3, 4, 2, 1))
+        self.register_buffer("scale", torch.tensor(1.0))
+        self.channels = channels
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoder(images) / self.scale
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.decoder(latents * self.scale).clamp(-1, 1)
+
+
+def train_codec(images: torch.Tensor, *, steps: int, batch_size: int, lr: float, seed: int, channels: int = 32,
+                checkpoint: Checkpoint | None = None) -> tuple[LatentCodec, dict[str, list[float]]]:
+    """Train a :class:`LatentCodec` on images (N, 3, S, S) by MSE (AdamW), then set its scale to the standard
+    deviation of the training latents. Returns ``(codec, history)``, the codec frozen in eval mode."""
+    codec = LatentCodec(channels, seed=seed)
+
+    def make_batch(step: int, generator: torch.Generator) -> torch.Tensor:
+        return images[torch.randperm(len(images), generator=generator)[:batch_size]]
+
+    def loss_fn(net: LatentCodec, batch: torch.Tensor, generator: torch.Generator):
+        return (net.decoder(net.encoder(batch)) - batch).pow(2).mean(), {}
+
+    history = fit(codec, torch.optim.AdamW(codec.parameters(), lr=lr), loss_fn, make_batch, steps, seed=seed,
+                  checkpoint=checkpoint, desc="latent codec")
+    with torch.no_grad():
+        codec.scale.fill_(float(torch.cat([codec.encoder(images[i:i + 1000])
+                                           for i in range(0, len(images), 1000)]).std()))
+    return codec.eval().requires_grad_(False), history
+
+
 class TokenEncoder(nn.Module):
     """Images (B, 3, S, S) in [−1, 1] → tokens (B, K, d): K − 1 cross-query tokens and one colour token.
 
@@ -30,13 +79,13 @@ class TokenEncoder(nn.Module):
         seed: seeds the initialisation.
     """
 
-    def __init__(self, dim: int = 32, num_tokens: int = 8, patch_channels: int = 32, seed: int = 0):
+    def __init__(self, dim: int = 32, num_tokens: int = 8, patch_channels: int = 32, seed: int = 0,
+                 patches: nn.Module | None = None):
         super().__init__()
         if num_tokens < 2:
             raise ValueError(f"num_tokens must be >= 2 (semantic tokens plus the colour token), got {num_tokens}")
         with seeded(seed):
-            self.patches = nn.Sequential(nn.Conv2d(3, patch_channels, 3, 2, 1), nn.SiLU(),
-                                         nn.Conv2d(patch_channels, patch_channels, 3, 2, 1))
+            self.patches = patch_convolutions(patch_channels) if patches is None else patches.requires_grad_(False)
             self.semantic = flow.CrossQueryTokens(patch_channels, dim, num_tokens - 1, depth=1, heads=4)
             self.colour = flow.ColourToken(dim)
 
@@ -46,25 +95,46 @@ class TokenEncoder(nn.Module):
 
 
 class Stage1(nn.Module):
-    """The token encoder and the velocity network, trained together."""
+    """The token encoder and the velocity network, trained together.
+
+    Without ``codec`` the generator models the pixels; with a frozen :class:`LatentCodec` it models the codec's
+    latents (and the token encoder reads the codec's encoder features as its patch features).
+    """
 
     def __init__(self, image_size: int, dim: int = 32, num_tokens: int = 8,
-                 block_out_channels: Sequence[int] = (32, 64), seed: int = 0):
+                 block_out_channels: Sequence[int] = (32, 64), seed: int = 0, codec: LatentCodec | None = None,
+                 global_conditioning: bool = False):
         super().__init__()
-        self.encoder = TokenEncoder(dim, num_tokens, seed=seed)
-        self.unet = flow.make_token_unet(sample_size=image_size, channels=3, token_dim=dim,
-                                         block_out_channels=block_out_channels, seed=seed)
+        self.codec = codec.requires_grad_(False) if codec is not None else None
+        self.encoder = TokenEncoder(dim, num_tokens, seed=seed,
+                                    patch_channels=codec.channels if codec is not None else 32,
+                                    patches=codec.encoder if codec is not None else None)
+        side, channels = (image_size // 4, codec.channels) if codec is not None else (image_size, 3)
+        self.sample_shape = (channels, side, side)
+        self.unet = flow.make_token_unet(sample_size=side, channels=channels, token_dim=dim,
+                                         block_out_channels=block_out_channels, seed=seed,
+                                         num_tokens=num_tokens if global_conditioning else None)
         self.image_size = image_size
 
     def velocity(self, u: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         return flow.unet_velocity(self.unet)(u, t, tokens)
 
+    def to_sample_space(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, S, S) → what the generator models: the images or their codec latents."""
+        return self.codec.encode(images) if self.codec is not None else images
+
+    def to_images(self, samples: torch.Tensor) -> torch.Tensor:
+        """The generator's samples → images (B, 3, S, S) in [−1, 1]."""
+        return self.codec.decode(samples) if self.codec is not None else samples.clamp(-1, 1)
+
 
 def train_stage1(images: torch.Tensor, *, steps: int, batch_size: int, lr: float, seed: int, dim: int = 32,
                  num_tokens: int = 8, block_out_channels: Sequence[int] = (32, 64), ot: bool = True,
+                 codec: LatentCodec | None = None, global_conditioning: bool = False,
                  checkpoint: Checkpoint | None = None,
                  device: str | torch.device = "cpu") -> tuple[Stage1, dict[str, list[float]]]:
-    """Train :class:`Stage1` on images ``(N, 3, S, S)`` in [−1, 1] with the (OT-)flow-matching loss (AdamW).
+    """Train :class:`Stage1` on images ``(N, 3, S, S)`` in [−1, 1] with the (OT-)flow-matching loss (AdamW);
+    with ``codec``, in its latent space (the codec stays frozen).
 
     Returns:
         ``(model, history)``; ``history["loss"]`` per step.
@@ -75,16 +145,19 @@ def train_stage1(images: torch.Tensor, *, steps: int, batch_size: int, lr: float
         raise ValueError("images must lie in [-1, 1]")
     if not 2 <= batch_size <= len(images):
         raise ValueError(f"batch_size must be in [2, {len(images)}], got {batch_size}")
-    model = Stage1(images.shape[-1], dim, num_tokens, block_out_channels, seed=seed).to(device)
+    model = Stage1(images.shape[-1], dim, num_tokens, block_out_channels, seed=seed, codec=codec,
+                   global_conditioning=global_conditioning).to(device)
     data = images.to(device, torch.float32)
 
     def make_batch(step: int, generator: torch.Generator) -> torch.Tensor:
         return data[torch.randperm(len(data), generator=generator)[:batch_size].to(device)]
 
     def loss_fn(net: Stage1, batch: torch.Tensor, generator: torch.Generator):
-        return flow.flow_matching_loss(net.velocity, batch, net.encoder(batch), generator, ot=ot), {}
+        targets = net.to_sample_space(batch)
+        return flow.flow_matching_loss(net.velocity, targets, net.encoder(batch), generator, ot=ot), {}
 
-    history = fit(model, torch.optim.AdamW(model.parameters(), lr=lr), loss_fn, make_batch, steps, seed=seed,
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    history = fit(model, torch.optim.AdamW(trainable, lr=lr), loss_fn, make_batch, steps, seed=seed,
                   checkpoint=checkpoint, desc="Diff-CA stage 1")
     return model.eval(), history
 
@@ -92,10 +165,12 @@ def train_stage1(images: torch.Tensor, *, steps: int, batch_size: int, lr: float
 @torch.no_grad()
 def decode(model: Stage1, tokens: torch.Tensor, *, steps: int, seed: int,
            noise: torch.Tensor | None = None) -> torch.Tensor:
-    """Images (B, 3, S, S) in [−1, 1] from tokens (B, K, d): Euler sampling from seeded noise (or ``noise``)."""
+    """Images (B, 3, S, S) in [−1, 1] from tokens (B, K, d): Euler sampling from seeded noise (or ``noise``,
+    of shape (B, *model.sample_shape)), then the codec's decoder if there is one."""
     generator = torch.Generator().manual_seed(seed)
-    shape = (3, model.image_size, model.image_size)
-    return flow.euler_sample(model.velocity, tokens, shape, steps=steps, generator=generator, noise=noise).clamp(-1, 1)
+    samples = flow.euler_sample(model.velocity, tokens, model.sample_shape, steps=steps, generator=generator,
+                                noise=noise)
+    return model.to_images(samples)
 
 
 def psnr(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -104,3 +179,65 @@ def psnr(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"shapes differ: {tuple(images.shape)} and {tuple(reference.shape)}")
     mse = (images - reference).pow(2).flatten(1).mean(1)
     return 10 * torch.log10(4.0 / mse.clamp_min(1e-12))
+
+
+class FactorProbe(nn.Module):
+    """A small CNN with one classification head per factor: images (B, 3, S, S) in [−1, 1] → logits per factor.
+
+    Trained on real images with their ground-truth factors, it reads the factors of generated images (swaps,
+    interpolations) the way the paper's attribute classifiers do.
+
+    Args:
+        classes: ``{factor name: number of classes}``.
+        width: channels of the first convolution.
+        seed: seeds the initialisation.
+    """
+
+    def __init__(self, classes: dict[str, int], width: int = 32, seed: int = 0):
+        super().__init__()
+        if not classes or min(classes.values()) < 2:
+            raise ValueError(f"classes must map factor names to at least 2 classes, got {classes}")
+        self.classes = dict(classes)
+        with seeded(seed):
+            self.trunk = nn.Sequential(
+                nn.Conv2d(3, width, 3, padding=1), nn.SiLU(), nn.Conv2d(width, width, 3, stride=2, padding=1),
+                nn.SiLU(), nn.Conv2d(width, 2 * width, 3, padding=1), nn.SiLU(),
+                nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), nn.SiLU(),
+                nn.AdaptiveAvgPool2d(2), nn.Flatten())
+            self.heads = nn.ModuleDict({name: nn.Linear(8 * width, count) for name, count in self.classes.items()})
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.trunk(images)
+        return {name: head(features) for name, head in self.heads.items()}
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, batch_size: int = 512) -> dict[str, torch.Tensor]:
+        """``{factor: (B,) predicted class}`` in eval mode, in batches."""
+        self.eval()
+        outputs = [self(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        return {name: torch.cat([out[name] for out in outputs]).argmax(1) for name in self.classes}
+
+
+def train_factor_probe(images: torch.Tensor, labels: dict[str, torch.Tensor], *, steps: int, batch_size: int,
+                       lr: float, seed: int, checkpoint: Checkpoint | None = None) -> tuple[FactorProbe, dict]:
+    """Train a :class:`FactorProbe` (AdamW, summed cross-entropies) on images (N, 3, S, S) and labels
+    ``{factor: (N,) int64 in [0, classes)}``; the number of classes of a factor is its largest label + 1."""
+    if images.dim() != 4 or any(v.shape != (len(images),) for v in labels.values()):
+        raise ValueError("need images (N, 3, S, S) and one (N,) label vector per factor")
+    if any(int(v.min()) < 0 for v in labels.values()):
+        raise ValueError("labels must be class indices >= 0")
+    model = FactorProbe({name: int(v.max()) + 1 for name, v in labels.items()}, seed=seed)
+
+    def make_batch(step: int, generator: torch.Generator):
+        rows = torch.randperm(len(images), generator=generator)[:batch_size]
+        return images[rows], {name: v[rows] for name, v in labels.items()}
+
+    def loss_fn(net: FactorProbe, batch, generator):
+        logits = net(batch[0])
+        losses = {name: nn.functional.cross_entropy(logits[name], target) for name, target in batch[1].items()}
+        return sum(losses.values()), {name: value.item() for name, value in losses.items()}
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    history = fit(model, torch.optim.AdamW(trainable, lr=lr), loss_fn, make_batch, steps, seed=seed,
+                  checkpoint=checkpoint, desc="factor probe")
+    return model.eval(), history

@@ -49,3 +49,39 @@ def test_psnr_known_answers():
     assert diffca.psnr(a, a)[0] == pytest.approx(10 * math.log10(4 / 1e-12))
     with pytest.raises(ValueError, match="shapes"):
         diffca.psnr(a, a[:1])
+
+
+def test_factor_probe_learns_a_colour_factor():
+    generator = torch_generator(0)
+    labels = torch.arange(60) % 3
+    images = torch.rand(60, 3, 8, 8, generator=generator) * 0.2 - 0.1
+    images[torch.arange(60), labels] += 0.8  # the label is the brightest channel
+    probe, history = diffca.train_factor_probe(images, {"channel": labels}, steps=60, batch_size=20, lr=5e-3,
+                                               seed=0)
+    assert probe.classes == {"channel": 3}
+    assert (probe.predict(images, batch_size=16)["channel"] == labels).float().mean() > 0.9
+    assert sum(history["channel"][-5:]) < sum(history["channel"][:5])
+    with pytest.raises(ValueError, match=">= 0"):
+        diffca.train_factor_probe(images, {"channel": labels - 1}, steps=1, batch_size=4, lr=1e-3, seed=0)
+    with pytest.raises(ValueError, match="one \\(N,\\) label"):
+        diffca.train_factor_probe(images, {"channel": labels[:10]}, steps=1, batch_size=4, lr=1e-3, seed=0)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        diffca.FactorProbe({"constant": 1})
+
+
+def test_codec_scale_and_frozen_use_in_stage1(images):
+    codec, history = diffca.train_codec(images, steps=20, batch_size=6, lr=5e-3, seed=0, channels=16)
+    assert sum(history["loss"][-3:]) < sum(history["loss"][:3])
+    with torch.no_grad():
+        latents = codec.encode(images)
+    assert latents.shape == (12, 16, 2, 2)
+    assert latents.std().item() == pytest.approx(1.0, rel=1e-4)  # unit-scale targets for the flow
+    before = {name: value.clone() for name, value in codec.state_dict().items()}
+    model, _ = diffca.train_stage1(images, steps=3, batch_size=6, lr=1e-2, seed=0, dim=16, num_tokens=3,
+                                   block_out_channels=(16, 32), codec=codec, global_conditioning=True)
+    assert model.sample_shape == (16, 2, 2)
+    for name, value in model.codec.state_dict().items():
+        assert torch.equal(value, before[name]), f"stage 1 changed the frozen codec's {name}"
+    with torch.no_grad():
+        out = diffca.decode(model, model.encoder(images[:2]), steps=2, seed=0)
+    assert out.shape == (2, 3, 8, 8) and out.abs().max() <= 1.0

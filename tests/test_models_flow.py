@@ -71,6 +71,18 @@ def test_token_unet_trains_a_step_and_sees_its_tokens():
         flow.make_token_unet(sample_size=7, channels=3, token_dim=16)
 
 
+def test_global_token_path_reaches_the_time_embedding():
+    unet = flow.make_token_unet(sample_size=8, channels=3, token_dim=16, seed=0, num_tokens=5)
+    assert unet.class_embedding.linear_1.in_features == 5 * 16
+    velocity = flow.unet_velocity(unet)
+    tokens = torch.randn(2, 5, 16, generator=torch_generator(1))
+    u, t = torch.randn(2, 3, 8, 8, generator=torch_generator(3)), torch.full((2,), 0.5)
+    with torch.no_grad():
+        base = velocity(u, t, tokens)
+        unet.class_embedding.linear_1.bias.add_(1.0)  # only the global path changes
+        assert not torch.allclose(velocity(u, t, tokens), base)
+
+
 def test_token_modules_shapes():
     images = torch.rand(3, 3, 16, 16, generator=torch_generator(0))
     assert flow.ColourToken(24)(images).shape == (3, 1, 24)

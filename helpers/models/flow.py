@@ -28,7 +28,8 @@ Velocity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def make_token_unet(*, sample_size: int, channels: int, token_dim: int,
-                    block_out_channels: Sequence[int] = (32, 64), seed: int = 0) -> UNet2DConditionModel:
+                    block_out_channels: Sequence[int] = (32, 64), seed: int = 0,
+                    num_tokens: int | None = None) -> UNet2DConditionModel:
     """A small velocity network ``v(u_t, t, Z)``: ``UNet2DConditionModel`` with cross-attention on tokens.
 
     Args:
@@ -38,6 +39,9 @@ def make_token_unet(*, sample_size: int, channels: int, token_dim: int,
         block_out_channels: channels per resolution level (multiples of 16); cross-attention at every level
             but the first.
         seed: seeds the initialisation.
+        num_tokens: if given, the flattened tokens (num_tokens · token_dim) are also projected and added to
+            the time embedding (diffusers' ``class_embed_type="projection"``), a global path into every
+            residual block besides the cross-attention.
     """
     levels = len(block_out_channels)
     if levels < 2 or any(c < 16 or c % 16 for c in block_out_channels):
@@ -51,14 +55,19 @@ def make_token_unet(*, sample_size: int, channels: int, token_dim: int,
             down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (levels - 1),
             up_block_types=("CrossAttnUpBlock2D",) * (levels - 1) + ("UpBlock2D",),
             cross_attention_dim=token_dim, attention_head_dim=8, norm_num_groups=16,
+            class_embed_type="projection" if num_tokens else None,
+            projection_class_embeddings_input_dim=num_tokens * token_dim if num_tokens else None,
         )
 
 
 def unet_velocity(unet: UNet2DConditionModel) -> Velocity:
     """``(u_t, t, Z) -> v`` for a :func:`make_token_unet` network; ``t`` in [0, 1] is scaled to [0, 1000]."""
 
+    pooled = unet.config.class_embed_type == "projection"
+
     def velocity(u: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        return unet(u, t * 1000.0, encoder_hidden_states=tokens).sample
+        return unet(u, t * 1000.0, encoder_hidden_states=tokens,
+                    class_labels=tokens.flatten(1) if pooled else None).sample
 
     return velocity
 
