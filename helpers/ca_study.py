@@ -1,0 +1,436 @@
+"""Notebook 04's study: Diff-CA and the contrastive-analysis baselines on the cartoon faces, measured the same way.
+
+Every method maps an image to a salient code (the factors only the target set has: the glasses) and a common
+code (the factors both sets share). :func:`method_encoders` builds one such map per method:
+
+* ``diffca``: stage-1 tokens ``Z`` → the stage-2 separator → ``(Ẑ_S, Ẑ_C)`` (``Ẑ_C`` flattened);
+* ``splitter``: He et al.'s two-MLP splitter on the same flattened tokens;
+* ``cpca``: contrastive PCA on the same flattened tokens; salient code = the top contrastive components, common
+  code = the top principal components of the background set (cPCA has no common code of its own);
+* ``cvae``: the MM-cVAE-style contrastive VAE on the pixels (posterior means).
+
+:func:`code_scores` scores both codes with linear probes fitted on the training images and evaluated on the
+test images; :func:`swap_scores` decodes "common of A + salient of B" and reads the factors of the result with a
+:class:`helpers.diffca.FactorProbe` trained on real images.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from skimage.metrics import structural_similarity
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from helpers import contrastive as ca
+from helpers import diffca
+from helpers.cache import load_or_train, state_fingerprint
+from helpers.data import digits_on_textures, faces
+from helpers.data.factors import FactorGrid
+from helpers.metrics.omes import sample_omes_pairs
+from helpers.metrics.peers import mig
+from helpers.models import cvae, separator
+
+METHODS = ("diffca", "cpca", "splitter", "cvae")
+FACTOR_NAMES = faces.COMMON.names + faces.SALIENT.names
+
+
+@dataclass(frozen=True)
+class FacesSplit:
+    """One split of the two-domain faces: images in [−1, 1] and their factors.
+
+    Attributes:
+        images: (n, 3, S, S) float32; background rows first, then target rows.
+        y: (n,) int64 dataset labels (0 background, 1 target).
+        common: (n, 6) int64 common factors (``faces.COMMON`` order).
+        salient: (n, 2) int64 salient factors (``faces.SALIENT`` order), −1 on the background.
+    """
+
+    images: torch.Tensor
+    y: torch.Tensor
+    common: np.ndarray
+    salient: np.ndarray
+
+    @property
+    def probe_labels(self) -> dict[str, torch.Tensor]:
+        """``{factor: (n,) class}`` for :class:`helpers.diffca.FactorProbe`; salient classes shifted by one so
+        that 0 means "no glasses"."""
+        labels = {name: torch.from_numpy(self.common[:, j]) for j, name in enumerate(faces.COMMON.names)}
+        labels.update({name: torch.from_numpy(self.salient[:, j] + 1) for j, name in enumerate(faces.SALIENT.names)})
+        return labels
+
+
+def faces_split(n_background: int, n_target: int, image_size: int, seed: int) -> FacesSplit:
+    """A seeded :func:`helpers.data.faces.contrastive_dataset` as a :class:`FacesSplit`."""
+    data = faces.contrastive_dataset(n_background, n_target, np.random.default_rng(seed), image_size)
+    return FacesSplit(torch.from_numpy(data["images"]) * 2 - 1, torch.from_numpy(data["y"]), data["common"],
+                      data["salient"])
+
+
+# --------------------------------------------------------------------------------------------------------
+# Identifiability on the linear additive model
+# --------------------------------------------------------------------------------------------------------
+
+CONDITION_SETS = {
+    "all (sum, pinning, independence: decorrelation + invariance)": ca.CONDITIONS,
+    "sum, pinning, decorrelation only": ("sum", "pinning", "independence"),
+    "drop sum": ("pinning", "independence", "invariance"),
+    "drop pinning": ("sum", "independence", "invariance"),
+    "drop decorrelation": ("sum", "pinning", "invariance"),
+    "drop independence (both parts)": ("sum", "pinning"),
+}
+
+
+def identifiability_table(n: int, *, dim: int, salient_dim: int, common_dim: int, seed: int) -> pd.DataFrame:
+    """Separation errors (:func:`helpers.contrastive.separation_errors`) of the linear separator fitted under each
+    of :data:`CONDITION_SETS`, and of the closed-form oblique split, on one :func:`additive_model` draw with
+    ``n`` background and ``n`` target rows."""
+    model = ca.additive_model(n, n, dim=dim, salient_dim=salient_dim, common_dim=common_dim, seed=seed)
+    rows = {name: ca.separation_errors(*ca.fit_linear_separator(model["Z"], model["y"], conditions=conditions),
+                                       model)
+            for name, conditions in CONDITION_SETS.items()}
+    oblique = ca.oblique_separator(model["Z"], model["y"], salient_dim=salient_dim, common_dim=common_dim)
+    rows["closed form (oblique projector)"] = ca.separation_errors(*oblique, model)
+    return pd.DataFrame(rows).T
+
+
+# --------------------------------------------------------------------------------------------------------
+# Training, cached (each key names the data by its fingerprint)
+# --------------------------------------------------------------------------------------------------------
+
+
+def _fingerprint(**tensors: torch.Tensor) -> str:
+    return state_fingerprint(tensors)
+
+
+def study_stage1(cfg, train: FacesSplit) -> tuple[diffca.Stage1, dict[str, list[float]]]:
+    """Diff-CA's stage 1 on the training images (cached, resumable): first the frozen latent codec (the stand-in
+    for the paper's VAE and DINOv3 patch features), then the token encoder and the flow-matching UNet in its
+    latent space. ``history`` holds the codec's ``codec_loss`` and the generator's ``loss`` per step."""
+    images = _fingerprint(images=train.images)
+    codec_key = {"name": "diffca-codec", "seed": cfg.seed, "steps": cfg.codec_steps, "batch": cfg.codec_batch,
+                 "lr": cfg.codec_lr, "channels": cfg.codec_channels, "images": images}
+
+    def run_codec(checkpoint):
+        return diffca.train_codec(train.images, steps=cfg.codec_steps, batch_size=cfg.codec_batch, lr=cfg.codec_lr,
+                                  seed=cfg.seed, channels=cfg.codec_channels, checkpoint=checkpoint)
+
+    codec, codec_history = load_or_train(codec_key, run_codec, resumable=True, modules=[sys.modules[__name__]])
+    key = {"name": "diffca-stage1", "seed": cfg.seed, "steps": cfg.stage1_steps, "batch": cfg.stage1_batch,
+           "lr": cfg.stage1_lr, "dim": cfg.token_dim, "tokens": cfg.num_tokens, "channels": cfg.unet_channels,
+           "codec": state_fingerprint(codec.state_dict()), "images": images}
+
+    def run(checkpoint):
+        model, history = diffca.train_stage1(train.images, steps=cfg.stage1_steps, batch_size=cfg.stage1_batch,
+                                             lr=cfg.stage1_lr, seed=cfg.seed, dim=cfg.token_dim,
+                                             num_tokens=cfg.num_tokens, block_out_channels=cfg.unet_channels,
+                                             codec=codec, global_conditioning=True, checkpoint=checkpoint,
+                                             device=cfg.device)
+        return model.cpu(), history
+
+    model, history = load_or_train(key, run, resumable=True, modules=[sys.modules[__name__]])
+    return model, {"codec_loss": codec_history["loss"], **history}
+
+
+def study_separator(cfg, tokens: torch.Tensor, y: torch.Tensor) -> tuple[separator.Separator, dict]:
+    """Diff-CA's stage-2 separator on the training tokens ``(N, K, d)`` (cached, resumable)."""
+    key = {"name": "diffca-separator", "seed": cfg.seed, "steps": cfg.separator_steps,
+           "batch": cfg.separator_batch, "lr": cfg.separator_lr, "rate": cfg.lambda_rate,
+           "target": cfg.target_accuracy, "ema": cfg.ema_decay, "tokens": _fingerprint(tokens=tokens, y=y)}
+
+    def run(checkpoint):
+        model, history = separator.train_separator(
+            tokens, y, steps=cfg.separator_steps, batch_size=cfg.separator_batch, lr=cfg.separator_lr,
+            seed=cfg.seed, lambda_rate=cfg.lambda_rate, target_accuracy=cfg.target_accuracy,
+            ema_decay=cfg.ema_decay, checkpoint=checkpoint, device=cfg.device)
+        return model.cpu(), history
+
+    return load_or_train(key, run, resumable=True, modules=[sys.modules[__name__]])
+
+
+def study_splitter(cfg, tokens: torch.Tensor, y: torch.Tensor) -> tuple[ca.LatentSplitter, dict]:
+    """He et al.'s latent splitter on the flattened training tokens (cached, resumable)."""
+    flat = tokens.flatten(1)
+    key = {"name": "ca-splitter", "seed": cfg.seed, "steps": cfg.splitter_steps, "batch": cfg.splitter_batch,
+           "lr": cfg.splitter_lr, "tokens": _fingerprint(tokens=flat, y=y)}
+
+    def run(checkpoint):
+        return ca.train_splitter(flat, y, steps=cfg.splitter_steps, batch_size=cfg.splitter_batch,
+                                 lr=cfg.splitter_lr, seed=cfg.seed, checkpoint=checkpoint)
+
+    return load_or_train(key, run, resumable=True, modules=[sys.modules[__name__]])
+
+
+def study_cvae(cfg, train: FacesSplit) -> tuple[cvae.ContrastiveVAE, dict]:
+    """The MM-cVAE-style contrastive VAE on the training images (cached, resumable)."""
+    key = {"name": "ca-cvae", "seed": cfg.seed, "steps": cfg.cvae_steps, "batch": cfg.cvae_batch,
+           "lr": cfg.cvae_lr, "dims": (cfg.cvae_common_dim, cfg.cvae_salient_dim),
+           "weights": (cfg.cvae_weight_background, cfg.cvae_weight_salient),
+           "images": _fingerprint(images=train.images, y=train.y)}
+
+    def run(checkpoint):
+        model, history = cvae.train_cvae(
+            train.images, train.y, steps=cfg.cvae_steps, batch_size=cfg.cvae_batch, lr=cfg.cvae_lr, seed=cfg.seed,
+            common_dim=cfg.cvae_common_dim, salient_dim=cfg.cvae_salient_dim,
+            weight_background=cfg.cvae_weight_background, weight_salient=cfg.cvae_weight_salient,
+            checkpoint=checkpoint, device=cfg.device)
+        return model.cpu(), history
+
+    return load_or_train(key, run, resumable=True, modules=[sys.modules[__name__]])
+
+
+def study_probe(cfg, train: FacesSplit) -> diffca.FactorProbe:
+    """The factor probe, trained on the real training images and all their factors (cached, resumable)."""
+    key = {"name": "faces-probe", "seed": cfg.seed, "steps": cfg.probe_steps, "batch": cfg.probe_batch,
+           "lr": cfg.probe_lr, "images": _fingerprint(images=train.images)}
+
+    def run(checkpoint):
+        model, _ = diffca.train_factor_probe(train.images, train.probe_labels, steps=cfg.probe_steps,
+                                             batch_size=cfg.probe_batch, lr=cfg.probe_lr, seed=cfg.seed,
+                                             checkpoint=checkpoint)
+        return model
+
+    return load_or_train(key, run, resumable=True, modules=[sys.modules[__name__]])
+
+
+# --------------------------------------------------------------------------------------------------------
+# Codes
+# --------------------------------------------------------------------------------------------------------
+
+Encoder = Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]]
+
+
+@torch.no_grad()
+def tokens_of(stage1: diffca.Stage1, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Stage-1 conditioning tokens ``Z`` (N, K, d) of images (N, 3, S, S), in batches."""
+    stage1.eval()
+    return torch.cat([stage1.encoder(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
+def cpca_projections(train_tokens: torch.Tensor, y: torch.Tensor, *, alpha: float,
+                     num_components: int) -> Encoder:
+    """cPCA's codes on flattened tokens: salient = top-k contrastive components of target vs background (α),
+    common = top-k principal components of the background; both fitted on the training tokens."""
+    flat = train_tokens.flatten(1).double().numpy()
+    target, background = flat[y.numpy() == 1], flat[y.numpy() == 0]
+    salient_axes, _ = ca.cpca(target, background, alpha, num_components)
+    common_axes, _ = ca.cpca(background, background, 0.0, num_components)
+    mean, std = flat.mean(0), flat.std(0)
+    std = np.where(std > 0, std, 1.0)
+
+    def project(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scaled = (tokens - mean) / std
+        return scaled @ salient_axes, scaled @ common_axes
+
+    return lambda tokens: project(tokens.flatten(1).double().numpy())
+
+
+def method_encoders(stage1: diffca.Stage1, sep: separator.Separator, splitter: ca.LatentSplitter,
+                    cpca_codes: Encoder, contrastive_vae: cvae.ContrastiveVAE) -> dict[str, Encoder]:
+    """``{method: images (N, 3, S, S) → (salient (N, ds), common (N, dc)) float arrays}`` for :data:`METHODS`."""
+
+    @torch.no_grad()
+    def diffca_codes(images):
+        salient, common = sep.eval()(tokens_of(stage1, images))
+        return salient.numpy(), common.flatten(1).numpy()
+
+    @torch.no_grad()
+    def splitter_codes(images):
+        common, salient = splitter.eval()(tokens_of(stage1, images).flatten(1))
+        return salient.numpy(), common.numpy()
+
+    @torch.no_grad()
+    def cvae_codes(images):
+        mu_z, _, mu_s, _ = contrastive_vae.eval().encode(images)
+        return mu_s.numpy(), mu_z.numpy()
+
+    return {"diffca": diffca_codes, "cpca": lambda images: cpca_codes(tokens_of(stage1, images)),
+            "splitter": splitter_codes, "cvae": cvae_codes}
+
+
+def _probe_accuracy(train_x: np.ndarray, train_t: np.ndarray, test_x: np.ndarray, test_t: np.ndarray,
+                    seed: int) -> float:
+    """Test accuracy of a standardised multinomial logistic regression (C = 0.1) fitted on the training codes."""
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, tol=1e-3, max_iter=2000, random_state=seed))
+    return float(model.fit(train_x, train_t).score(test_x, test_t))
+
+
+def code_scores(encode: Encoder, train: FacesSplit, test: FacesSplit, seed: int) -> dict[str, float]:
+    """Linear-probe scores of one method's codes (fitted on ``train``, measured on ``test``).
+
+    Returns:
+        ``salient_probe_acc``: salient factors (frame, colour) from the salient code, target rows, mean of the
+        two accuracies (chance 0.42); ``salient_common_leak``: common factors from the salient code, target
+        rows, mean over the 6 (low is good); ``common_probe_acc``: common factors from the common code, all
+        rows, mean over the 6; ``common_label_leak``: dataset label from the common code (chance 0.5 is
+        best); ``salient_mig``: MIG of the salient code against the salient factors (target rows);
+        ``common_mig``: MIG of the common code against the common factors (all rows).
+    """
+    (s_train, c_train), (s_test, c_test) = encode(train.images), encode(test.images)
+    t_train, t_test = train.y.numpy() == 1, test.y.numpy() == 1
+
+    def mean_accuracy(x_train, x_test, f_train, f_test):
+        return float(np.mean([_probe_accuracy(x_train, f_train[:, j], x_test, f_test[:, j], seed)
+                              for j in range(f_train.shape[1])]))
+
+    return {
+        "salient_probe_acc": mean_accuracy(s_train[t_train], s_test[t_test], train.salient[t_train],
+                                           test.salient[t_test]),
+        "salient_common_leak": mean_accuracy(s_train[t_train], s_test[t_test], train.common[t_train],
+                                             test.common[t_test]),
+        "common_probe_acc": mean_accuracy(c_train, c_test, train.common, test.common),
+        "common_label_leak": _probe_accuracy(c_train, train.y.numpy(), c_test, test.y.numpy(), seed),
+        "salient_mig": mig(s_test[t_test], test.salient[t_test])["discrete_mig"],
+        "common_mig": mig(c_test, test.common)["discrete_mig"],
+    }
+
+
+# --------------------------------------------------------------------------------------------------------
+# Swaps
+# --------------------------------------------------------------------------------------------------------
+
+Decoder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def swap_partners(test: FacesSplit, num_pairs: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(a, b)`` row indices (num_pairs,): A drawn from all test rows, B from the target rows (it has glasses)."""
+    targets = torch.nonzero(test.y == 1)[:, 0]
+    generator = torch.Generator().manual_seed(seed)
+    a = torch.randint(len(test.y), (num_pairs,), generator=generator)
+    b = targets[torch.randint(len(targets), (num_pairs,), generator=generator)]
+    return a, b
+
+
+def token_swap_decoder(stage1: diffca.Stage1, split: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+                       *, steps: int, seed: int) -> Decoder:
+    """``(images_a, images_b) → images`` decoded by stage 1 from the tokens "common of A + salient of B".
+
+    ``split``: tokens (N, K, d) → ``(Ẑ_S, Ẑ_C)`` of one method, both broadcastable to (N, K, d) and summing
+    to its reconstruction of the tokens. The same start noise (``seed``) for every method.
+    """
+
+    @torch.no_grad()
+    def decode(images_a: torch.Tensor, images_b: torch.Tensor) -> torch.Tensor:
+        _, common_a = split(tokens_of(stage1, images_a))
+        salient_b, _ = split(tokens_of(stage1, images_b))
+        mixed = ca.swap_tokens(salient_b, common_a, torch.arange(len(images_a)))
+        return diffca.decode(stage1, mixed, steps=steps, seed=seed)
+
+    return decode
+
+
+def swap_scores(decode: Decoder, probe: diffca.FactorProbe, test: FacesSplit, a: torch.Tensor,
+                b: torch.Tensor) -> dict[str, float]:
+    """Read the swapped images with the probe.
+
+    Returns:
+        ``swap_accuracy``: both salient factors of B (frame and colour) recognised; ``swap_colour_accuracy``:
+        B's frame colour recognised; ``common_preservation``: A's common factors recognised, mean over the 6.
+    """
+    predicted = probe.predict(decode(test.images[a], test.images[b]))
+    salient_b, common_a = test.salient[b.numpy()] + 1, test.common[a.numpy()]
+    hits = {name: predicted[name].numpy() == salient_b[:, j] for j, name in enumerate(faces.SALIENT.names)}
+    return {
+        "swap_accuracy": float(np.mean(hits["frame"] & hits["frame_colour"])),
+        "swap_colour_accuracy": float(np.mean(hits["frame_colour"])),
+        "common_preservation": float(np.mean([np.mean(predicted[name].numpy() == common_a[:, j])
+                                              for j, name in enumerate(faces.COMMON.names)])),
+    }
+
+
+def probe_accuracy_on(probe: diffca.FactorProbe, images: torch.Tensor, split: FacesSplit) -> dict[str, float]:
+    """``{factor: accuracy}`` of the probe on images whose true factors are those of ``split``'s rows."""
+    predicted = probe.predict(images)
+    return {name: float((predicted[name] == labels).float().mean()) for name, labels in split.probe_labels.items()}
+
+
+def reconstruction_quality(stage1: diffca.Stage1, probe: diffca.FactorProbe, test: FacesSplit,
+                           steps_grid: tuple[int, ...], seed: int) -> pd.DataFrame:
+    """Stage-1 reconstructions of the test images from their own tokens, per number of Euler steps.
+
+    Columns: ``PSNR`` (dB, mean), ``SSIM`` (mean, scikit-image on [0, 1] images), ``probe agreement``: the
+    probe's accuracy on the reconstructions against the true factors, mean over the 8 factors (the probe on
+    the real images gives the ceiling); ``seconds``: the decoding time.
+    """
+    tokens = tokens_of(stage1, test.images)
+    rows = {}
+    for steps in steps_grid:
+        start = time.perf_counter()
+        images = diffca.decode(stage1, tokens, steps=steps, seed=seed)
+        seconds = time.perf_counter() - start
+        rows[steps] = {"PSNR": float(diffca.psnr(images, test.images).mean()),
+                       "SSIM": ssim(images, test.images),
+                       "probe agreement": float(np.mean(list(probe_accuracy_on(probe, images, test).values()))),
+                       "seconds": seconds}
+    return pd.DataFrame(rows).T.rename_axis("Euler steps")
+
+
+def ssim(images: torch.Tensor, reference: torch.Tensor) -> float:
+    """Mean SSIM of images (B, 3, S, S) in [−1, 1] against the reference (scikit-image, 7 × 7 windows)."""
+    a = ((images + 1) / 2).permute(0, 2, 3, 1).numpy()
+    b = ((reference + 1) / 2).permute(0, 2, 3, 1).numpy()
+    scores = [structural_similarity(x, r, channel_axis=2, data_range=1.0) for x, r in zip(a, b, strict=True)]
+    return float(np.mean(scores))
+
+
+@torch.no_grad()
+def salient_interpolation(stage1: diffca.Stage1, sep: separator.Separator, image_a: torch.Tensor,
+                          image_b: torch.Tensor, alphas: np.ndarray, *, steps: int, seed: int) -> torch.Tensor:
+    """Images (len(alphas), 3, S, S) decoded from ``Ẑ_C^a + (1 − α) Ẑ_S^a + α Ẑ_S^b`` (Fig. 6's convention),
+    from the same start noise; ``image_a``, ``image_b``: (3, S, S)."""
+    salient, common = sep.eval()(tokens_of(stage1, torch.stack([image_a, image_b])))
+    weights = torch.as_tensor(np.asarray(alphas), dtype=salient.dtype)[:, None]
+    mixed = common[:1] + ((1 - weights) * salient[0] + weights * salient[1])[:, None, :]
+    start = torch.randn(1, *stage1.sample_shape, generator=torch.Generator().manual_seed(seed))
+    noise = start.expand(len(weights), -1, -1, -1)
+    return diffca.decode(stage1, mixed, steps=steps, seed=seed, noise=noise)
+
+
+def omes_pairs_of(encode: Encoder, num_pairs: int, image_size: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """OMES intervention pairs on target faces over all 8 factors: codes ``[salient; common]`` of face pairs that
+    differ in exactly one factor (``helpers.metrics.sample_omes_pairs`` through the renderer)."""
+    grid = FactorGrid(FACTOR_NAMES, faces.COMMON.sizes + faces.SALIENT.sizes)
+
+    def represent(rows: np.ndarray) -> np.ndarray:
+        images = torch.from_numpy(faces.render(rows[:, :6], rows[:, 6:], image_size)) * 2 - 1
+        salient, common = encode(images)
+        return np.concatenate([salient, common], axis=1)
+
+    return sample_omes_pairs(grid, represent, num_pairs, np.random.default_rng(seed))
+
+
+# --------------------------------------------------------------------------------------------------------
+# The classic example: digits over textures, cPCA against PCA
+# --------------------------------------------------------------------------------------------------------
+
+
+def classic_cpca(n: int, image_size: int, *, alpha: float, num_components: int, seed: int) -> dict:
+    """cPCA and PCA on the pixels of digits over textures (``n`` background and ``n`` target images).
+
+    Returns:
+        ``{"cpca", "pca": (n, k) target projections, "digit": (n,) labels, "cpca_acc", "pca_acc": digit
+        accuracy of a linear probe on the k projections (half the target rows fit, half test),
+        "images": a few target images (8, 3, S, S)}``.
+    """
+    data = digits_on_textures.contrastive_dataset(n, n, np.random.default_rng(seed), image_size)
+    pixels = data["images"].reshape(2 * n, -1).astype(np.float64)
+    target, background = pixels[data["y"] == 1], pixels[data["y"] == 0]
+    digit = data["digit"][data["y"] == 1]
+    axes, _ = ca.cpca(target, background, alpha, num_components)
+    scaled = (target - target.mean(0)) / np.where(target.std(0) > 0, target.std(0), 1.0)
+    projections = {"cpca": scaled @ axes,
+                   "pca": PCA(num_components, random_state=seed).fit_transform(scaled)}
+    half = n // 2
+    result = dict(projections)
+    for name, value in projections.items():
+        result[f"{name}_acc"] = _probe_accuracy(value[:half], digit[:half], value[half:], digit[half:], seed)
+    result.update(digit=digit, images=data["images"][data["y"] == 1][:8])
+    return result

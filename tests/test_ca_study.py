@@ -1,0 +1,116 @@
+"""Tests for helpers.ca_study: notebook 04's scores on known answers (no long training)."""
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import ca_study as cs
+from helpers import diffca
+from helpers.data import faces
+from helpers.models import separator
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return cs.faces_split(60, 60, 16, seed=0), cs.faces_split(40, 40, 16, seed=1)
+
+
+def test_faces_split_layout(splits):
+    train, _ = splits
+    assert train.images.shape == (120, 3, 16, 16) and train.images.min() >= -1 and train.images.max() <= 1
+    assert (train.y[:60] == 0).all() and (train.y[60:] == 1).all()
+    labels = train.probe_labels
+    assert set(labels) == set(cs.FACTOR_NAMES)
+    assert (labels["frame"][:60] == 0).all() and (labels["frame"][60:] >= 1).all()  # 0 = no glasses
+
+
+def _oracle(splits, leak_label: bool):
+    """Codes made of the true factors: salient = one-hot salient factors, common = one-hot common factors
+    (plus the dataset label when ``leak_label``)."""
+    rows = {id(split.images): split for split in splits}
+    rng = np.random.default_rng(0)
+
+    def one_hot(factors, sizes):
+        return np.concatenate([np.eye(size)[np.clip(factors[:, j], 0, None)] * (factors[:, j:j + 1] >= 0)
+                               for j, size in enumerate(sizes)], axis=1)
+
+    def encode(images):
+        split = rows[id(images)]
+        salient = one_hot(split.salient, faces.SALIENT.sizes) + 0.01 * rng.standard_normal((len(split.y), 5))
+        common = one_hot(split.common, faces.COMMON.sizes) + 0.01 * rng.standard_normal((len(split.y), 21))
+        if leak_label:
+            common = np.concatenate([common, split.y.numpy()[:, None]], axis=1)
+        return salient, common
+
+    return encode
+
+
+def test_code_scores_on_oracle_and_leaky_codes(splits):
+    train, test = splits
+    perfect = cs.code_scores(_oracle(splits, leak_label=False), train, test, seed=0)
+    assert perfect["salient_probe_acc"] > 0.95 and perfect["common_probe_acc"] > 0.95
+    assert perfect["common_label_leak"] < 0.65  # the factors alone do not tell the sets apart
+    assert perfect["salient_common_leak"] < 0.6
+    leaky = cs.code_scores(_oracle(splits, leak_label=True), train, test, seed=0)
+    assert leaky["common_label_leak"] > 0.95
+
+
+class _TruthProbe:
+    """A stand-in probe that reads factors from a lookup: the decoder hands it the rows it should report."""
+
+    def __init__(self, test, source_common, source_salient):
+        self.test, self.source_common, self.source_salient = test, source_common, source_salient
+
+    def predict(self, images):
+        common = self.test.common[self.source_common]
+        salient = self.test.salient[self.source_salient] + 1
+        out = {name: torch.from_numpy(common[:, j]) for j, name in enumerate(faces.COMMON.names)}
+        out.update({name: torch.from_numpy(salient[:, j]) for j, name in enumerate(faces.SALIENT.names)})
+        return out
+
+
+def test_swap_scores_known_answers(splits):
+    _, test = splits
+    a, b = cs.swap_partners(test, 50, seed=0)
+    assert (test.y[b] == 1).all()
+    decoder = lambda images_a, images_b: images_a  # noqa: E731 (the probe stand-in ignores the pixels)
+    perfect = cs.swap_scores(decoder, _TruthProbe(test, a.numpy(), b.numpy()), test, a, b)
+    assert perfect == {"swap_accuracy": 1.0, "swap_colour_accuracy": 1.0, "common_preservation": 1.0}
+    unchanged = cs.swap_scores(decoder, _TruthProbe(test, a.numpy(), a.numpy()), test, a, b)
+    same = (test.salient[a.numpy()] == test.salient[b.numpy()]).all(1)
+    assert unchanged["swap_accuracy"] == pytest.approx(same.mean())
+    swapped_faces = cs.swap_scores(decoder, _TruthProbe(test, b.numpy(), b.numpy()), test, a, b)
+    assert swapped_faces["common_preservation"] < 0.7
+
+
+def test_salient_interpolation_endpoints_are_the_two_swaps(splits):
+    _, test = splits
+    stage1 = diffca.Stage1(16, dim=16, num_tokens=3, block_out_channels=(16, 32), seed=0).eval()
+    sep = separator.Separator(16, depth=1, heads=2, hidden=16, seed=0).eval()
+    a, b = test.images[0], test.images[-1]
+    images = cs.salient_interpolation(stage1, sep, a, b, np.array([0.0, 1.0]), steps=2, seed=3)
+    decode = cs.token_swap_decoder(stage1, sep, steps=2, seed=3)
+    with torch.no_grad():
+        own = decode(a[None], a[None])  # common of a + salient of a, the same start noise
+        swap = decode(a[None], b[None])
+    torch.testing.assert_close(images[:1], own, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(images[1:], swap, atol=1e-5, rtol=1e-5)
+
+
+def test_cpca_projections_find_the_target_only_direction():
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randn(400, 2, 3, generator=generator)
+    y = (torch.arange(400) >= 200).long()
+    hidden = 2 * torch.randn(200, generator=generator)
+    tokens[200:] += hidden[:, None, None]  # a direction shared by every feature, varying only in the target
+    encode = cs.cpca_projections(tokens, y, alpha=1.0, num_components=1)
+    salient, common = encode(tokens)
+    assert salient.shape == (400, 1) and common.shape == (400, 1)
+    assert abs(np.corrcoef(salient[200:, 0], hidden.numpy())[0, 1]) > 0.95
+
+
+def test_identifiability_table_recovers_with_every_condition():
+    table = cs.identifiability_table(300, dim=6, salient_dim=1, common_dim=3, seed=0)
+    assert table.iloc[0]["salient"] < 0.05
+    assert table.loc["closed form (oblique projector)", "salient"] < 0.05
+    assert table.loc["drop pinning", "salient"] > 0.3
