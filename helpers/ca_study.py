@@ -233,9 +233,20 @@ def cpca_projections(train_tokens: torch.Tensor, y: torch.Tensor, *, alpha: floa
     return lambda tokens: project(tokens.flatten(1).double().numpy())
 
 
+def splitter_token_split(splitter: ca.LatentSplitter) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """The splitter as a token split: tokens (N, K, d) → ``(s, c)``, each reshaped to (N, K, d)."""
+
+    def split(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        common, salient = splitter.eval()(tokens.flatten(1))
+        return salient.view_as(tokens), common.view_as(tokens)
+
+    return split
+
+
 def method_encoders(stage1: diffca.Stage1, sep: separator.Separator, splitter: ca.LatentSplitter,
                     cpca_codes: Encoder, contrastive_vae: cvae.ContrastiveVAE) -> dict[str, Encoder]:
     """``{method: images (N, 3, S, S) → (salient (N, ds), common (N, dc)) float arrays}`` for :data:`METHODS`."""
+    split_splitter = splitter_token_split(splitter)
 
     @torch.no_grad()
     def diffca_codes(images):
@@ -244,8 +255,8 @@ def method_encoders(stage1: diffca.Stage1, sep: separator.Separator, splitter: c
 
     @torch.no_grad()
     def splitter_codes(images):
-        common, salient = splitter.eval()(tokens_of(stage1, images).flatten(1))
-        return salient.numpy(), common.numpy()
+        salient, common = split_splitter(tokens_of(stage1, images))
+        return salient.flatten(1).numpy(), common.flatten(1).numpy()
 
     @torch.no_grad()
     def cvae_codes(images):
@@ -327,6 +338,23 @@ def token_swap_decoder(stage1: diffca.Stage1, split: Callable[[torch.Tensor], tu
     return decode
 
 
+def method_decoders(stage1: diffca.Stage1, sep: separator.Separator, splitter: ca.LatentSplitter,
+                    contrastive_vae: cvae.ContrastiveVAE, *, steps: int, seed: int) -> dict[str, Decoder]:
+    """``{method: (images_a, images_b) → "common of A + salient of B" images}`` for the methods that can decode:
+    Diff-CA and the splitter through stage 1 (:func:`token_swap_decoder`), the contrastive VAE through its own
+    decoder (posterior means); cPCA has none."""
+
+    @torch.no_grad()
+    def cvae_swap(images_a: torch.Tensor, images_b: torch.Tensor) -> torch.Tensor:
+        mu_z, _, _, _ = contrastive_vae.eval().encode(images_a)
+        _, _, mu_s, _ = contrastive_vae.encode(images_b)
+        return contrastive_vae.decode(mu_z, mu_s)
+
+    return {"diffca": token_swap_decoder(stage1, sep.eval(), steps=steps, seed=seed),
+            "splitter": token_swap_decoder(stage1, splitter_token_split(splitter), steps=steps, seed=seed),
+            "cvae": cvae_swap}
+
+
 def swap_scores(decode: Decoder, probe: diffca.FactorProbe, test: FacesSplit, a: torch.Tensor,
                 b: torch.Tensor) -> dict[str, float]:
     """Read the swapped images with the probe.
@@ -336,13 +364,13 @@ def swap_scores(decode: Decoder, probe: diffca.FactorProbe, test: FacesSplit, a:
         B's frame colour recognised; ``common_preservation``: A's common factors recognised, mean over the 6.
     """
     predicted = probe.predict(decode(test.images[a], test.images[b]))
-    salient_b, common_a = test.salient[b.numpy()] + 1, test.common[a.numpy()]
-    hits = {name: predicted[name].numpy() == salient_b[:, j] for j, name in enumerate(faces.SALIENT.names)}
+    labels = test.probe_labels
+    hits = {name: (predicted[name] == labels[name][b]).numpy() for name in faces.SALIENT.names}
     return {
         "swap_accuracy": float(np.mean(hits["frame"] & hits["frame_colour"])),
         "swap_colour_accuracy": float(np.mean(hits["frame_colour"])),
-        "common_preservation": float(np.mean([np.mean(predicted[name].numpy() == common_a[:, j])
-                                              for j, name in enumerate(faces.COMMON.names)])),
+        "common_preservation": float(np.mean([(predicted[name] == labels[name][a]).float().mean()
+                                              for name in faces.COMMON.names])),
     }
 
 
