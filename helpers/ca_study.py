@@ -369,7 +369,7 @@ def swap_scores(decode: Decoder, probe: diffca.FactorProbe, test: FacesSplit, a:
     return {
         "swap_accuracy": float(np.mean(hits["frame"] & hits["frame_colour"])),
         "swap_colour_accuracy": float(np.mean(hits["frame_colour"])),
-        "common_preservation": float(np.mean([(predicted[name] == labels[name][a]).float().mean()
+        "common_preservation": float(np.mean([np.mean((predicted[name] == labels[name][a]).numpy())
                                               for name in faces.COMMON.names])),
     }
 
