@@ -4,6 +4,7 @@ import torch
 
 from helpers import metrics, transfer
 from helpers.data import dsprites
+from helpers.data.factors import FactorGrid
 
 KEEP = {"orientation": 10, "pos_x": 8, "pos_y": 8}
 
@@ -40,6 +41,41 @@ def test_dataset_errors():
         transfer.make_dataset("dsprites", 32, dsprites_npz="/any/file.npz")
     with pytest.raises(ValueError, match="keep a divisor"):
         transfer.make_dataset("dsprites", 16, {"pos_x": 5})
+
+
+def _write_small_dsprites_archive(path, sizes, rng, drop_last=False):
+    """An archive in the official dSprites format over a small grid, rows shuffled; each image encodes its row's
+    grid index in binary, so a look-up can be checked exactly."""
+    classes = np.stack(np.unravel_index(rng.permutation(int(np.prod(sizes))), sizes), axis=1)
+    if drop_last:
+        classes = classes[:-1]
+    codes = np.ravel_multi_index(classes.T, sizes)
+    imgs = np.zeros((len(codes), 64, 64), np.uint8)
+    for bit in range(8):
+        imgs[:, bit, :] = (codes[:, None] >> bit) & 1
+    full = np.concatenate([np.zeros((len(codes), 1), np.int64), classes], axis=1)
+    np.savez_compressed(path, imgs=imgs, latents_classes=full, latents_values=full.astype(np.float64))
+    return codes, imgs
+
+
+def test_real_dsprites_archive_is_looked_up_by_factor_row(tmp_path, monkeypatch):
+    # The real archive holds the whole 737,280-image grid; a small grid in the same format exercises the same path.
+    sizes = (3, 2, 2, 2, 2)
+    monkeypatch.setattr(dsprites, "FACTOR_SIZES", sizes)
+    monkeypatch.setattr(dsprites, "GRID", FactorGrid(dsprites.FACTOR_NAMES, sizes))
+    path = tmp_path / "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
+    codes, imgs = _write_small_dsprites_archive(path, sizes, np.random.default_rng(0))
+    dataset = transfer.make_dataset("dsprites", 64, dsprites_npz=str(path))
+    assert dataset.identity["real_data"]["bytes"] == path.stat().st_size
+    factors = dataset.grid.sample(30, np.random.default_rng(1))
+    images = dataset.render(factors, None)
+    rows = [int(np.flatnonzero(codes == c)[0]) for c in np.ravel_multi_index(factors.T, sizes)]
+    np.testing.assert_array_equal(images, dsprites.to_rgb(imgs[rows].astype(np.float32)))
+    assert images.shape == (30, 3, 64, 64)
+    partial = tmp_path / "partial.npz"
+    _write_small_dsprites_archive(partial, sizes, np.random.default_rng(0), drop_last=True)
+    with pytest.raises(ValueError, match="expected the full grid of 48 images"):
+        transfer.make_dataset("dsprites", 64, dsprites_npz=str(partial))
 
 
 def test_known_answers_have_the_structure_they_claim():
