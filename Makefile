@@ -1,7 +1,8 @@
 # Two commands do everything on a fresh machine:
 #   make notebooks   set up .venv, run every notebook headless (papermill), regenerate figures/ and results/
 #   make test        set up .venv, run ruff, pytest on tests/ and nbval on notebooks/
-# Options: SCALE=small|full  SEED=0  DEVICE=auto|cpu|cuda  NB=03 (only notebooks whose name starts with it)
+# Options: SCALE=small|full  SEED=0  SEEDS="0 1 2" (several seeds, summarised in results/seeds/)  DEVICE=auto|cpu|cuda
+#          NB=03 (only notebooks whose name starts with it)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,6 +11,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 SCALE ?= small
 SEED ?= 0
+SEEDS ?= $(SEED)
 DEVICE ?= auto
 NB ?=
 NOTEBOOKS := $(sort $(wildcard notebooks/$(NB)*.ipynb))
@@ -32,12 +34,12 @@ setup: $(VENV)/.installed
 notebooks: setup
 	@if [ -n "$(NB)" ] && [ -z "$(NOTEBOOKS)" ]; then echo "no notebook matches NB=$(NB)"; exit 1; fi
 	@mkdir -p build/executed
-	@for nb in $(NOTEBOOKS); do \
-	  echo "== $$nb (SCALE=$(SCALE) SEED=$(SEED) DEVICE=$(DEVICE))"; \
-	  $(PY) -m papermill "$$nb" "build/executed/$$(basename $$nb .ipynb)@$(SCALE)-seed$(SEED).ipynb" \
+	@for nb in $(NOTEBOOKS); do for seed in $(SEEDS); do \
+	  echo "== $$nb (SCALE=$(SCALE) SEED=$$seed DEVICE=$(DEVICE))"; \
+	  $(PY) -m papermill "$$nb" "build/executed/$$(basename $$nb .ipynb)@$(SCALE)-seed$$seed.ipynb" \
 	    -k $(KERNEL) --cwd notebooks \
-	    -p SCALE $(SCALE) -p SEED $(SEED) -p DEVICE $(DEVICE) || exit 1; \
-	done
+	    -p SCALE $(SCALE) -p SEED $$seed -p DEVICE $(DEVICE) || exit 1; \
+	done; done
 	$(PY) -m helpers.results README.md
 
 lint: setup

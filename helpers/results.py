@@ -134,24 +134,97 @@ def git_sha() -> str:
     return sha.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
 
 
-def summary_markdown(directory: Path | None = None) -> str:
-    """A markdown table of every recorded claim in ``directory`` (default ``results/``)."""
+def load_records(directory: Path | None = None) -> list[dict[str, Any]]:
+    """Every results file in ``directory`` (default ``results/``), sorted by notebook, scale and seed."""
     folder = Path(directory) if directory is not None else results_dir()
-    files = sorted(folder.glob("*.json"))
-    if not files:
-        return "_No notebook has recorded results yet: run `make notebooks`._"
-    lines = ["| notebook | claim | paper | measured | holds |", "|---|---|---|---|---|"]
-    context = []
-    for path in files:
+    records = []
+    for path in sorted(folder.glob("*.json")):
         record = json.loads(path.read_text())
-        held = sum(c["holds"] for c in record["claims"])
-        context.append(f"- `{path.stem}`: {held}/{len(record['claims'])} claims hold at scale "
-                       f"`{record['scale']}`, seed {record['seed']}, {record['device']}, "
-                       f"{record['runtime_s']:.0f} s, commit `{record['git_sha'][:12]}`")
+        missing = {"notebook", "scale", "seed", "metrics", "claims"} - set(record)
+        if missing:
+            raise ValueError(f"{path}: not a results file (missing {', '.join(sorted(missing))})")
+        records.append(record)
+    return sorted(records, key=lambda r: (r["notebook"], r["scale"], r["seed"]))
+
+
+def aggregate_seeds(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Summary over runs of one notebook at one scale that differ only in their seed.
+
+    Returns ``{"notebook", "scale", "seeds", "metrics": {name: {mean, std, min, max, n}}, "claims": {id: {held,
+    runs, claim}}}``. A metric's statistics use only the seeds that recorded it (``n``); ``std`` is the sample
+    standard deviation (0 for a single value). A claim counts the seeds in which it held out of those that
+    recorded it.
+    """
+    if not records:
+        raise ValueError("no results to aggregate")
+    keys = {(r["notebook"], r["scale"]) for r in records}
+    if len(keys) != 1:
+        raise ValueError(f"aggregate one notebook at one scale at a time, got {sorted(keys)}")
+    seeds = [r["seed"] for r in records]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"duplicate seeds among the runs: {sorted(seeds)}")
+    values: dict[str, list[float]] = {}
+    claims: dict[str, dict[str, Any]] = {}
+    for record in records:
+        for name, value in record["metrics"].items():
+            values.setdefault(name, []).append(float(value))
         for c in record["claims"]:
-            cells = [path.stem, c["claim"], c["paper"], c["measured"], "yes" if c["holds"] else "**no**"]
+            row = claims.setdefault(c["id"], {"claim": c["claim"], "held": 0, "runs": 0})
+            row["held"] += bool(c["holds"])
+            row["runs"] += 1
+    metrics = {}
+    for name, vals in values.items():
+        arr = np.asarray(vals, dtype=np.float64)
+        metrics[name] = {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
+                         "min": float(arr.min()), "max": float(arr.max()), "n": len(arr)}
+    notebook, scale = keys.pop()
+    return {"notebook": notebook, "scale": scale, "seeds": sorted(seeds), "metrics": metrics, "claims": claims}
+
+
+def summary_markdown(directory: Path | None = None) -> str:
+    """A markdown table of the claims in ``directory`` (default ``results/``).
+
+    Each notebook and scale shows its lowest seed's run; when other seeds ran too, the last column counts the
+    seeds in which each claim held.
+    """
+    records = load_records(directory)
+    if not records:
+        return "_No notebook has recorded results yet: run `make notebooks`._"
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault((record["notebook"], record["scale"]), []).append(record)
+    lines = ["| notebook | claim | paper | measured | holds | seeds holding |", "|---|---|---|---|---|---|"]
+    context = []
+    for (notebook, scale), runs in groups.items():
+        shown = runs[0]
+        name = notebook if scale == "small" else f"{notebook}@{scale}"
+        held = sum(c["holds"] for c in shown["claims"])
+        seeds = f", seeds {', '.join(str(r['seed']) for r in runs[1:])} also ran" if len(runs) > 1 else ""
+        context.append(f"- `{name}`: {held}/{len(shown['claims'])} claims hold at scale `{scale}`, seed "
+                       f"{shown['seed']}, {shown['device']}, {shown['runtime_s']:.0f} s, commit "
+                       f"`{shown['git_sha'][:12]}`{seeds}")
+        across = aggregate_seeds(runs)["claims"] if len(runs) > 1 else {}
+        for c in shown["claims"]:
+            count = f"{across[c['id']]['held']}/{across[c['id']]['runs']}" if across else ""
+            cells = [name, c["claim"], c["paper"], c["measured"], "yes" if c["holds"] else "**no**", count]
             lines.append("| " + " | ".join(str(x).replace("|", "\\|") for x in cells) + " |")
     return "\n".join(context + [""] + lines)
+
+
+def write_seed_summaries(directory: Path | None = None) -> list[Path]:
+    """Write ``<directory>/seeds/<notebook>@<scale>.json`` (:func:`aggregate_seeds`) for every notebook and scale
+    that ran with more than one seed; return the paths written."""
+    folder = Path(directory) if directory is not None else results_dir()
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for record in load_records(folder):
+        groups.setdefault((record["notebook"], record["scale"]), []).append(record)
+    written = []
+    for (notebook, scale), runs in groups.items():
+        if len(runs) > 1:
+            path = folder / "seeds" / f"{notebook}@{scale}.json"
+            write_atomic(path, (json.dumps(aggregate_seeds(runs), indent=2) + "\n").encode())
+            written.append(path)
+    return written
 
 
 def update_readme(readme: Path, directory: Path | None = None) -> bool:
@@ -173,3 +246,5 @@ if __name__ == "__main__":
         sys.exit("usage: python -m helpers.results README.md")
     changed = update_readme(Path(sys.argv[1]))
     print(f"{sys.argv[1]}: results table {'updated' if changed else 'unchanged'}")
+    for written in write_seed_summaries():
+        print(f"{written}: summary over seeds")

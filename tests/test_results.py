@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from helpers.config import NotebookSpec, resolve
-from helpers.results import RunRecord, summary_markdown, update_readme
+from helpers.results import (
+    RunRecord,
+    aggregate_seeds,
+    load_records,
+    summary_markdown,
+    update_readme,
+    write_seed_summaries,
+)
 
 
 def _record():
@@ -64,3 +71,44 @@ def test_runs_other_than_the_default_get_their_own_file(tmp_path):
     assert cfg.run_name == "00_demo@full-seed3"
     assert RunRecord(cfg).write(tmp_path).name == "00_demo@full-seed3.json"
     assert resolve("00_demo", NotebookSpec(), SCALE="small", SEED=0, DEVICE="cpu").run_name == "00_demo"
+
+
+def _seed_run(seed: int, omes: float, noise_holds: bool, scale: str = "small"):
+    record = RunRecord(resolve("00_demo", NotebookSpec(), SCALE=scale, SEED=seed, DEVICE="cpu"))
+    record.metric("omes_oracle", omes)
+    record.claim("oracle", "An oracle scores near 1", "≈ 1", f"{omes:.2f}", holds=omes > 0.9)
+    record.claim("noise", "Noise scores low", "≈ 0", "x", holds=noise_holds)
+    return record
+
+
+def test_aggregate_seeds_counts_claims_and_summarises_metrics(tmp_path):
+    for seed, omes, noise in [(0, 0.97, False), (1, 0.95, True), (2, 0.87, False)]:
+        _seed_run(seed, omes, noise).write(tmp_path)
+    records = load_records(tmp_path)
+    summary = aggregate_seeds(records)
+    assert summary["seeds"] == [0, 1, 2]
+    stats = summary["metrics"]["omes_oracle"]
+    assert stats["mean"] == pytest.approx(0.93) and stats["std"] == pytest.approx(np.std([0.97, 0.95, 0.87], ddof=1))
+    assert (stats["min"], stats["max"], stats["n"]) == (pytest.approx(0.87), pytest.approx(0.97), 3)
+    assert summary["claims"]["oracle"] == {"claim": "An oracle scores near 1", "held": 2, "runs": 3}
+    assert summary["claims"]["noise"]["held"] == 1
+    # The README shows seed 0's rows, with the count over seeds beside each.
+    text = summary_markdown(tmp_path)
+    assert "| 00_demo | An oracle scores near 1 | ≈ 1 | 0.97 | yes | 2/3 |" in text
+    assert "seeds 1, 2 also ran" in text and text.count("| 00_demo |") == 2
+    [path] = write_seed_summaries(tmp_path)
+    assert path == tmp_path / "seeds" / "00_demo@small.json"
+    assert json.loads(path.read_text())["claims"]["noise"]["held"] == 1
+
+
+def test_aggregate_seeds_rejects_mixed_or_duplicate_runs(tmp_path):
+    small, full = _seed_run(0, 0.9, True).to_dict(), _seed_run(1, 0.9, True, scale="full").to_dict()
+    with pytest.raises(ValueError, match="one notebook at one scale"):
+        aggregate_seeds([small, full])
+    with pytest.raises(ValueError, match="duplicate seeds"):
+        aggregate_seeds([small, small])
+    with pytest.raises(ValueError, match="no results"):
+        aggregate_seeds([])
+    (tmp_path / "other.json").write_text('{"notebook": "x"}')
+    with pytest.raises(ValueError, match="not a results file"):
+        load_records(tmp_path)
