@@ -68,3 +68,82 @@ def test_bad_checkpoints(tmp_path):
     torch.save(state, tmp_path / "broken.pth")
     with pytest.raises(ValueError, match="does not fit"):
         vit.load_vit(tmp_path / "broken.pth")
+
+
+def _tiny_dinov2_state(registers: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random ViT in DINOv2's layout: patch 8, a 4 × 4 position grid, layer scales, registers, a mask token."""
+    torch.manual_seed(seed)
+    model = vit.VisionTransformer(dim=64, depth=2, num_heads=2, patch=8, grid=4, hidden=128, layer_scale=True,
+                                  num_registers=registers)
+    state = {name: torch.randn_like(value) * 0.3 if name.endswith(("gamma", "_token", "tokens", "pos_embed"))
+             else value for name, value in model.state_dict().items()}
+    state["mask_token"] = torch.zeros(1, 64)
+    return state
+
+
+def _dinov2_forward(state: dict[str, torch.Tensor], images: torch.Tensor, heads: int = 2) -> torch.Tensor:
+    """DINOv2's forward written out from the state dict: all normed tokens (B, 1 + R + P, dim)."""
+    f = torch.nn.functional
+    x = f.conv2d(images, state["patch_embed.proj.weight"], state["patch_embed.proj.bias"], stride=8)
+    side, dim = x.shape[-1], x.shape[1]
+    x = torch.cat([state["cls_token"].expand(len(x), -1, -1), x.flatten(2).transpose(1, 2)], dim=1)
+    pos = state["pos_embed"]
+    if side != 4:  # DINOv2's interpolate_pos_encoding, interpolate_offset 0.1
+        grid = pos[:, 1:].reshape(1, 4, 4, dim).permute(0, 3, 1, 2)
+        grid = f.interpolate(grid, scale_factor=((side + 0.1) / 4, (side + 0.1) / 4), mode="bicubic")
+        pos = torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, -1, dim)], dim=1)
+    x = x + pos
+    if "register_tokens" in state:
+        x = torch.cat([x[:, :1], state["register_tokens"].expand(len(x), -1, -1), x[:, 1:]], dim=1)
+    for i in range(2):
+        p = {k[len(f"blocks.{i}."):]: v for k, v in state.items() if k.startswith(f"blocks.{i}.")}
+        h = f.layer_norm(x, (dim,), p["norm1.weight"], p["norm1.bias"], eps=1e-6)
+        q, k, v = f.linear(h, p["attn.qkv.weight"], p["attn.qkv.bias"]).view(*x.shape[:2], 3, heads, -1).unbind(2)
+        weights = torch.softmax(torch.einsum("bqhc,bkhc->bhqk", q, k) / (dim // heads) ** 0.5, dim=-1)
+        attended = torch.einsum("bhqk,bkhc->bqhc", weights, v).reshape(x.shape)
+        x = x + p["ls1.gamma"] * f.linear(attended, p["attn.proj.weight"], p["attn.proj.bias"])
+        h = f.layer_norm(x, (dim,), p["norm2.weight"], p["norm2.bias"], eps=1e-6)
+        h = f.gelu(f.linear(h, p["mlp.fc1.weight"], p["mlp.fc1.bias"]))
+        x = x + p["ls2.gamma"] * f.linear(h, p["mlp.fc2.weight"], p["mlp.fc2.bias"])
+    return f.layer_norm(x, (dim,), state["norm.weight"], state["norm.bias"], eps=1e-6)
+
+
+@pytest.mark.parametrize("registers", [0, 4])
+@pytest.mark.parametrize("side", [32, 48])
+def test_dinov2_layout_matches_its_forward(tmp_path, registers, side):
+    state = _tiny_dinov2_state(registers)
+    torch.save({"teacher": {f"backbone.{k}": v for k, v in state.items()}}, tmp_path / "dinov2.pth")
+    model = vit.load_vit(tmp_path / "dinov2.pth", num_heads=2)  # the default, dim // 64, would be 1 here
+    assert model.num_registers == registers and isinstance(model.blocks[0].ls1, vit.LayerScale)
+    x = torch.randn(2, 3, side, side, generator=torch_generator(1))
+    expected = _dinov2_forward(state, x)
+    torch.testing.assert_close(model(x), expected[:, 0], atol=1e-5, rtol=1e-4)
+    patches = model.patch_tokens(x)
+    grid = side // 8
+    assert patches.shape == (2, 64, grid, grid)
+    torch.testing.assert_close(patches.flatten(2).transpose(1, 2), expected[:, 1 + registers:], atol=1e-5, rtol=1e-4)
+
+
+def test_unsupported_layouts_are_named(tmp_path):
+    state = _tiny_dinov2_state()
+    torch.save({**state, "storage_tokens": torch.zeros(1, 4, 64), "rope_embed.periods": torch.ones(8)},
+               tmp_path / "dinov3.pth")
+    with pytest.raises(ValueError, match="DINOv3"):
+        vit.load_vit(tmp_path / "dinov3.pth")
+    torch.save({**state, "blocks.0.mlp.w12.weight": torch.zeros(2, 2)}, tmp_path / "giant.pth")
+    with pytest.raises(ValueError, match="SwiGLU"):
+        vit.load_vit(tmp_path / "giant.pth")
+
+
+def test_frozen_patches_read_images_in_the_generator_range(tmp_path):
+    torch.save(_tiny_dinov2_state(), tmp_path / "dinov2.pth")
+    model = vit.load_vit(tmp_path / "dinov2.pth")
+    patches = vit.FrozenPatches(model, size=32)
+    images = torch.rand(3, 3, 16, 16, generator=torch_generator(2)) * 2 - 1
+    features = patches(images)
+    assert features.shape == (3, 64, 4, 4) and patches.channels == 64
+    torch.testing.assert_close(features, model.patch_tokens(vit.preprocess((images + 1) / 2, 32)))
+    patches.train()
+    assert not patches.training and not any(p.requires_grad for p in patches.parameters())
+    with pytest.raises(ValueError, match="multiple of the ViT's patch 8"):
+        vit.FrozenPatches(model, size=30)

@@ -1,12 +1,16 @@
-"""Self-supervised ViT backbones (DINO, MoCo v3) from a local checkpoint, for notebook 01's full scale.
+"""Self-supervised ViT backbones (DINO, MoCo v3, DINOv2) from a local checkpoint, for the full scales.
 
-The paper's backbones are ViT-S/16 and ViT-B/16 trained by DINO or MoCo v3. Their released checkpoints are
-plain state dicts in the timm/DeiT layout (``patch_embed.proj``, ``cls_token``, ``pos_embed``,
-``blocks.{i}.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}``, ``norm``), possibly nested under
-``"state_dict"``, ``"model"`` or ``"teacher"`` and prefixed by ``module.``, ``backbone.`` or
-``module.base_encoder.`` (MoCo v3). :func:`load_vit` rebuilds the encoder from such a file without timm; the
-feature is the final-normed CLS token, as DINO and AbC use it. Nothing is downloaded: the user points
-``BACKBONE_PATH`` at a file they have.
+Notebook 01's backbones are ViT-S/16 and ViT-B/16 trained by DINO or MoCo v3; notebook 04 reads the patch tokens
+of a DINOv2 ViT (Diff-CA uses DINOv3's). Their released checkpoints are plain state dicts in the timm/DeiT layout
+(``patch_embed.proj``, ``cls_token``, ``pos_embed``, ``blocks.{i}.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1,
+mlp.fc2}``, ``norm``), possibly nested under ``"state_dict"``, ``"model"`` or ``"teacher"`` and prefixed by
+``module.``, ``backbone.`` or ``module.base_encoder.`` (MoCo v3). DINOv2 adds layer scales
+(``blocks.{i}.ls1.gamma``, ``ls2.gamma``), optional register tokens (``register_tokens``, placed after CLS) and
+a ``mask_token`` used only in training. :func:`load_vit` rebuilds the encoder from such a file without timm;
+the image feature is the final-normed CLS token (as DINO and AbC use it), the patch features the final-normed
+patch tokens (DINOv2's ``x_norm_patchtokens``). DINOv3's rotary position embeddings and DINOv2-g's SwiGLU MLP
+are not supported and are rejected with an error. Nothing is downloaded: the user points a parameter at a file
+they have.
 """
 
 from __future__ import annotations
@@ -25,10 +29,22 @@ _NESTING = ("state_dict", "model", "teacher")
 _PREFIXES = ("module.base_encoder.", "module.", "backbone.", "base_encoder.")
 
 
-class Block(nn.Module):
-    """Pre-norm transformer block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``."""
+class LayerScale(nn.Module):
+    """DINOv2's per-channel scale of a residual branch: ``x · gamma``."""
 
-    def __init__(self, dim: int, num_heads: int, hidden: int):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: ``x + ls1(attn(norm1(x)))``, then ``x + ls2(mlp(norm2(x)))``; the layer scales
+    ``ls1``, ``ls2`` exist only with ``layer_scale`` (DINOv2)."""
+
+    def __init__(self, dim: int, num_heads: int, hidden: int, layer_scale: bool = False):
         super().__init__()
         self.num_heads = num_heads
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
@@ -39,28 +55,34 @@ class Block(nn.Module):
         self.mlp = nn.Module()
         self.mlp.fc1 = nn.Linear(dim, hidden)
         self.mlp.fc2 = nn.Linear(hidden, dim)
+        self.ls1 = LayerScale(dim) if layer_scale else nn.Identity()
+        self.ls2 = LayerScale(dim) if layer_scale else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
         qkv = self.attn.qkv(self.norm1(x)).view(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
         attended = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
-        x = x + self.attn.proj(attended.transpose(1, 2).reshape(b, n, d))
-        return x + self.mlp.fc2(F.gelu(self.mlp.fc1(self.norm2(x))))
+        x = x + self.ls1(self.attn.proj(attended.transpose(1, 2).reshape(b, n, d)))
+        return x + self.ls2(self.mlp.fc2(F.gelu(self.mlp.fc1(self.norm2(x)))))
 
 
 class VisionTransformer(nn.Module):
-    """A ViT encoder in the timm/DeiT parameter layout, returning the normed CLS token ``(B, dim)``.
+    """A ViT encoder in the timm/DeiT parameter layout (DINOv2's with ``layer_scale`` and registers), returning the
+    normed CLS token ``(B, dim)``; :meth:`patch_tokens` gives the normed patch tokens.
 
     Args:
         dim: embedding width (384 for ViT-S, 768 for ViT-B).
         depth: number of blocks.
         num_heads: attention heads (``dim // 64`` for the standard models).
-        patch: patch side in pixels.
-        grid: patches per side of the training resolution (14 for 224 px and patch 16).
+        patch: patch side in pixels (16 for DINO and MoCo v3, 14 for DINOv2).
+        grid: patches per side of the position embeddings (14 for 224 px and patch 16; 37 for DINOv2).
         hidden: MLP width (``4 dim``).
+        layer_scale: DINOv2's per-channel scales of the residual branches.
+        num_registers: DINOv2's register tokens (0 or 4).
     """
 
-    def __init__(self, dim: int, depth: int, num_heads: int, patch: int, grid: int, hidden: int):
+    def __init__(self, dim: int, depth: int, num_heads: int, patch: int, grid: int, hidden: int,
+                 layer_scale: bool = False, num_registers: int = 0):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
@@ -68,21 +90,26 @@ class VisionTransformer(nn.Module):
         self.patch_embed.proj = nn.Conv2d(3, dim, patch, stride=patch)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid + 1, dim))
-        self.blocks = nn.ModuleList(Block(dim, num_heads, hidden) for _ in range(depth))
+        if num_registers:
+            self.register_tokens = nn.Parameter(torch.zeros(1, num_registers, dim))
+        self.blocks = nn.ModuleList(Block(dim, num_heads, hidden, layer_scale) for _ in range(depth))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.dim, self.patch, self.grid = dim, patch, grid
+        self.dim, self.patch, self.grid, self.num_registers = dim, patch, grid, num_registers
 
     def _positions(self, side: int) -> torch.Tensor:
-        """The position embeddings for a ``side × side`` patch grid (bicubic interpolation of the trained grid)."""
+        """The position embeddings for a ``side × side`` patch grid: bicubic interpolation of the trained grid
+        with the scale factor ``(side + 0.1) / grid``, as DINO and DINOv2 compute it."""
         if side == self.grid:
             return self.pos_embed
         cls, grid = self.pos_embed[:, :1], self.pos_embed[:, 1:]
         grid = grid.reshape(1, self.grid, self.grid, self.dim).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, size=(side, side), mode="bicubic", align_corners=False)
+        scale = (side + 0.1) / self.grid
+        grid = F.interpolate(grid, scale_factor=(scale, scale), mode="bicubic", align_corners=False)
         return torch.cat([cls, grid.permute(0, 2, 3, 1).reshape(1, side * side, self.dim)], dim=1)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, S, S)`` ImageNet-normalised images, S a multiple of the patch → ``(B, dim)``."""
+    def _normed_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, S, S)`` ImageNet-normalised images, S a multiple of the patch → ``(B, 1 + R + P, dim)``:
+        CLS, the R registers and the P patches, after the final norm."""
         if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3] \
                 or images.shape[2] % self.patch:
             raise ValueError(f"need square (B, 3, S, S) images with S a multiple of {self.patch}, "
@@ -90,9 +117,21 @@ class VisionTransformer(nn.Module):
         tokens = self.patch_embed.proj(images).flatten(2).transpose(1, 2)
         tokens = torch.cat([self.cls_token.expand(len(tokens), -1, -1), tokens], dim=1)
         x = tokens + self._positions(images.shape[2] // self.patch)
+        if self.num_registers:
+            x = torch.cat([x[:, :1], self.register_tokens.expand(len(x), -1, -1), x[:, 1:]], dim=1)
         for block in self.blocks:
             x = block(x)
-        return self.norm(x)[:, 0]
+        return self.norm(x)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, S, S)`` ImageNet-normalised images, S a multiple of the patch → CLS features ``(B, dim)``."""
+        return self._normed_tokens(images)[:, 0]
+
+    def patch_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, S, S)`` ImageNet-normalised images → patch features ``(B, dim, S/patch, S/patch)``."""
+        side = images.shape[-1] // self.patch
+        patches = self._normed_tokens(images)[:, 1 + self.num_registers:]
+        return patches.transpose(1, 2).reshape(len(images), self.dim, side, side)
 
 
 def _encoder_state(checkpoint) -> dict[str, torch.Tensor]:
@@ -111,13 +150,13 @@ def _encoder_state(checkpoint) -> dict[str, torch.Tensor]:
             if name.startswith(prefix):
                 name = name[len(prefix):]
                 break
-        if not name.startswith(("head", "fc.", "momentum_encoder", "predictor")):
+        if not name.startswith(("head", "fc.", "momentum_encoder", "predictor", "mask_token")):
             cleaned[name] = tensor
     return cleaned
 
 
 def load_vit(path: str | Path, num_heads: int | None = None) -> VisionTransformer:
-    """Rebuild a ViT encoder from a local DINO / MoCo v3 checkpoint (eval mode, frozen, on the CPU).
+    """Rebuild a ViT encoder from a local DINO / MoCo v3 / DINOv2 checkpoint (eval mode, frozen, on the CPU).
 
     The width, depth, patch size, grid and MLP width are read from the tensors' shapes; the number of heads
     cannot be, and defaults to ``dim // 64`` (true of ViT-S/16 and ViT-B/16).
@@ -130,6 +169,11 @@ def load_vit(path: str | Path, num_heads: int | None = None) -> VisionTransforme
     if not path.is_file():
         raise FileNotFoundError(f"no ViT checkpoint at {path}")
     state = _encoder_state(torch.load(path, map_location="cpu", weights_only=True))
+    if "rope_embed.periods" in state or "storage_tokens" in state:
+        raise ValueError(f"{path} is a DINOv3 checkpoint (rotary position embeddings), which is not supported; "
+                         "use a DINO, MoCo v3 or DINOv2 ViT")
+    if "blocks.0.mlp.w12.weight" in state:
+        raise ValueError(f"{path} has a SwiGLU MLP (DINOv2 ViT-g), which is not supported; use ViT-S/B/L")
     required = ("cls_token", "pos_embed", "patch_embed.proj.weight", "norm.weight", "blocks.0.mlp.fc1.weight")
     missing = [name for name in required if name not in state]
     if missing:
@@ -139,8 +183,10 @@ def load_vit(path: str | Path, num_heads: int | None = None) -> VisionTransforme
     if grid * grid + 1 != state["pos_embed"].shape[1]:
         raise ValueError(f"pos_embed of shape {tuple(state['pos_embed'].shape)} is not a square grid plus CLS")
     depth = 1 + max(int(name.split(".")[1]) for name in state if name.startswith("blocks."))
+    registers = state["register_tokens"].shape[1] if "register_tokens" in state else 0
     model = VisionTransformer(dim, depth, num_heads or dim // 64 or 1, patch, grid,
-                              state["blocks.0.mlp.fc1.weight"].shape[0])
+                              state["blocks.0.mlp.fc1.weight"].shape[0],
+                              layer_scale="blocks.0.ls1.gamma" in state, num_registers=registers)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
@@ -148,18 +194,49 @@ def load_vit(path: str | Path, num_heads: int | None = None) -> VisionTransforme
     return model.eval().requires_grad_(False)
 
 
+def preprocess(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Images ``(N, 3, H, W)`` in [0, 1] → bicubically resized to ``size`` px, clamped to [0, 1] and
+    ImageNet-normalised, as DINO, MoCo v3 and AbC preprocess."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    x = F.interpolate(images.to(torch.float32), size=(size, size), mode="bicubic", align_corners=False)
+    return (x.clamp(0, 1) - mean) / std
+
+
 @torch.no_grad()
 def vit_features(model: VisionTransformer, images: torch.Tensor, *, size: int = 224, batch_size: int = 128,
                  progress: bool = False) -> torch.Tensor:
-    """``(N, dim)`` CLS features of ``images`` ``(N, 3, H, W)`` in [0, 1], resized to ``size`` px and
-    ImageNet-normalised (as DINO, MoCo v3 and AbC preprocess), batch by batch, returned on the CPU."""
+    """``(N, dim)`` CLS features of ``images`` ``(N, 3, H, W)`` in [0, 1] (brought to ``size`` px by
+    :func:`preprocess`), batch by batch, returned on the CPU."""
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be a (N, 3, H, W) tensor, got {getattr(images, 'shape', type(images))}")
     device = next(model.parameters()).device
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     chunks = []
     for chunk in tqdm(images.split(batch_size), desc="ViT features", disable=not progress):
-        x = F.interpolate(chunk.to(device, torch.float32), size=(size, size), mode="bicubic", align_corners=False)
-        chunks.append(model((x.clamp(0, 1) - mean) / std).cpu())
+        chunks.append(model(preprocess(chunk.to(device), size)).cpu())
     return torch.cat(chunks) if chunks else torch.empty(0, model.dim)
+
+
+class FrozenPatches(nn.Module):
+    """A frozen ViT's patch features of images in [−1, 1]: (B, 3, S, S) → (B, dim, size/patch, size/patch).
+
+    Diff-CA's semantic tokens read the patch features of a frozen DINOv3; at the full scale this module puts a
+    local DINOv2 (or DINO) checkpoint in that place (:class:`helpers.diffca.TokenEncoder`'s ``patches``).
+
+    Args:
+        model: from :func:`load_vit`.
+        size: side the images are resized to (a multiple of the patch).
+    """
+
+    def __init__(self, model: VisionTransformer, size: int):
+        super().__init__()
+        if size % model.patch:
+            raise ValueError(f"size must be a multiple of the ViT's patch {model.patch}, got {size}")
+        self.model = model.eval().requires_grad_(False)
+        self.size, self.channels = size, model.dim
+
+    def train(self, mode: bool = True) -> FrozenPatches:
+        return super().train(False)  # frozen: stays in eval mode inside a model that trains
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.patch_tokens(preprocess((images + 1) / 2, self.size))
