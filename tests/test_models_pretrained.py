@@ -79,3 +79,32 @@ def test_saved_state_dict_round_trip(model, images, tmp_path):
     loaded = pretrained.efficientnet_lite0(path)
     assert torch.equal(pretrained.lite0_features(loaded, images, size=32),
                        pretrained.lite0_features(model, images, size=32))
+
+
+def test_stage_maps_cover_the_five_resolutions(model):
+    maps = pretrained.lite0_stage_maps(model, torch.zeros(1, 3, 64, 64))
+    assert [tuple(m.shape[1:]) for m in maps] == [(16, 32, 32), (24, 16, 16), (40, 8, 8), (112, 4, 4),
+                                                   (320, 2, 2)]
+
+
+def test_feature_distance_orders_perturbations(model):
+    clean = torch.rand(3, 3, 16, 16, generator=torch_generator(1))
+    noise = torch.randn(3, 3, 16, 16, generator=torch_generator(2))
+    same = pretrained.feature_distance(model, clean, clean)
+    slight = pretrained.feature_distance(model, (clean + 0.03 * noise).clamp(0, 1), clean)
+    strong = pretrained.feature_distance(model, (clean + 0.3 * noise).clamp(0, 1), clean)
+    assert same.shape == (3,) and torch.all(same == 0)
+    assert torch.all(slight > 0) and torch.all(strong > 2 * slight)
+    # Symmetric, and batching does not change it.
+    torch.testing.assert_close(pretrained.feature_distance(model, clean, (clean + 0.3 * noise).clamp(0, 1)), strong)
+    torch.testing.assert_close(pretrained.feature_distance(model, (clean + 0.3 * noise).clamp(0, 1), clean,
+                                                           batch_size=1), strong)
+
+
+def test_feature_distance_rejects_mismatched_inputs(model):
+    with pytest.raises(ValueError, match="differ in shape"):
+        pretrained.feature_distance(model, torch.zeros(2, 3, 16, 16), torch.zeros(3, 3, 16, 16))
+    with pytest.raises(ValueError, match="reference must be"):
+        pretrained.feature_distance(model, torch.zeros(2, 3, 16, 16), torch.zeros(2, 16, 16))
+    with pytest.raises(ValueError, match="at least 32"):
+        pretrained.feature_distance(model, torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 16, 16), size=16)

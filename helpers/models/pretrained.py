@@ -86,3 +86,53 @@ def _head_preactivation(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     for block in model._blocks:
         x = block(x)
     return model._bn1(model._conv_head(x))
+
+
+def lite0_stage_maps(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """The feature map at the end of each of Lite0's five resolution stages (before each stride-2 block, and
+    the last block's output) for inputs ``x`` already scaled to [−1, 1]; e.g. 16, 24, 40, 112 and 320 channels."""
+    x = model._swish(model._bn0(model._conv_stem(x)))
+    maps = []
+    for k, block in enumerate(model._blocks):
+        if k > 0 and max(block._depthwise_conv.stride) == 2:
+            maps.append(x)
+        x = block(x)
+    return maps + [x]
+
+
+@torch.no_grad()
+def feature_distance(model: nn.Module, images: torch.Tensor, reference: torch.Tensor, *, size: int = 64,
+                     batch_size: int = 256) -> torch.Tensor:
+    """A perceptual distance in the style of LPIPS without its learned weights (Zhang et al. 2018, the
+    "baseline" variant), on EfficientNet-Lite0's ImageNet features.
+
+    ``d(x, y) = Σ_l mean_hw ‖f̂_l(x)_hw − f̂_l(y)_hw‖²``, where f̂_l is the stage-l map (:func:`lite0_stage_maps`)
+    divided by its channel norm at each position. 0 for identical images; larger is less alike.
+
+    Args:
+        model: from :func:`efficientnet_lite0`.
+        images, reference: ``(N, 3, H, W)`` RGB in [0, 1], compared pairwise.
+        size: side both are resized to before the network (at least 32).
+        batch_size: pairs per forward pass.
+
+    Returns:
+        ``(N,)`` float32 distances on the CPU.
+    """
+    for name, batch in (("images", images), ("reference", reference)):
+        if not isinstance(batch, torch.Tensor) or batch.dim() != 4 or batch.shape[1] != 3:
+            raise ValueError(f"{name} must be a (N, 3, H, W) tensor, got {getattr(batch, 'shape', type(batch))}")
+    if images.shape != reference.shape:
+        raise ValueError(f"images {tuple(images.shape)} and reference {tuple(reference.shape)} differ in shape")
+    if size < 32:
+        raise ValueError(f"size must be at least 32 (five stride-2 stages), got {size}")
+    device = next(model.parameters()).device
+    distances = []
+    for a, b in zip(images.split(batch_size), reference.split(batch_size), strict=True):
+        both = torch.cat([a, b]).to(device, torch.float32)
+        both = F.interpolate(both, size=(size, size), mode="bilinear", align_corners=False)
+        total = torch.zeros(len(a), device=device)
+        for features in lite0_stage_maps(model, 2 * both - 1):
+            unit = features / (features.norm(dim=1, keepdim=True) + 1e-10)
+            total += (unit[: len(a)] - unit[len(a):]).pow(2).sum(1).mean((1, 2))
+        distances.append(total.cpu())
+    return torch.cat(distances) if distances else torch.empty(0)
