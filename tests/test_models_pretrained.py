@@ -108,3 +108,16 @@ def test_feature_distance_rejects_mismatched_inputs(model):
         pretrained.feature_distance(model, torch.zeros(2, 3, 16, 16), torch.zeros(2, 16, 16))
     with pytest.raises(ValueError, match="at least 32"):
         pretrained.feature_distance(model, torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 16, 16), size=16)
+
+
+def test_unit_maps_reused_for_a_fixed_reference(model):
+    reference = torch.rand(4, 3, 16, 16, generator=torch_generator(3))
+    candidate = torch.rand(4, 3, 16, 16, generator=torch_generator(4))
+    maps = pretrained.lite0_unit_maps(model, reference, batch_size=3)
+    assert all(torch.allclose(m.norm(dim=1), torch.ones(())) for m in maps)  # unit channel norm everywhere
+    torch.testing.assert_close(pretrained.unit_map_distance(pretrained.lite0_unit_maps(model, candidate), maps),
+                               pretrained.feature_distance(model, candidate, reference))
+    with pytest.raises(ValueError, match="differ in shape"):
+        pretrained.unit_map_distance(maps, pretrained.lite0_unit_maps(model, candidate[:2]))
+    with pytest.raises(ValueError, match="non-empty"):
+        pretrained.lite0_unit_maps(model, reference[:0])

@@ -101,19 +101,55 @@ def lite0_stage_maps(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
+def lite0_unit_maps(model: nn.Module, images: torch.Tensor, *, size: int = 64,
+                    batch_size: int = 256) -> list[torch.Tensor]:
+    """The five stage maps of :func:`lite0_stage_maps`, each divided by its channel norm at every position.
+
+    Args:
+        model: from :func:`efficientnet_lite0`.
+        images: ``(N, 3, H, W)`` RGB in [0, 1], resized to ``size`` px (at least 32).
+        batch_size: images per forward pass.
+
+    Returns:
+        Five ``(N, C_l, H_l, W_l)`` float32 tensors on the CPU.
+    """
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3 or not len(images):
+        raise ValueError(f"images must be a non-empty (N, 3, H, W) tensor, got "
+                         f"{getattr(images, 'shape', type(images))}")
+    if size < 32:
+        raise ValueError(f"size must be at least 32 (five stride-2 stages), got {size}")
+    device = next(model.parameters()).device
+    per_batch = []
+    for chunk in images.split(batch_size):
+        x = F.interpolate(chunk.to(device, torch.float32), size=(size, size), mode="bilinear", align_corners=False)
+        stages = lite0_stage_maps(model, 2 * x - 1)
+        per_batch.append([(m / (m.norm(dim=1, keepdim=True) + 1e-10)).cpu() for m in stages])
+    return [torch.cat(stage) for stage in zip(*per_batch, strict=True)]
+
+
+def unit_map_distance(maps: list[torch.Tensor], reference: list[torch.Tensor]) -> torch.Tensor:
+    """``d(x, y) = Σ_l mean_hw ‖f̂_l(x)_hw − f̂_l(y)_hw‖²`` between two lists of :func:`lite0_unit_maps`, row by row:
+    ``(N,)``."""
+    if [m.shape for m in maps] != [r.shape for r in reference]:
+        raise ValueError("the two sets of maps differ in shape: compare the same number of images at the same size")
+    return sum((m - r).pow(2).sum(1).mean((1, 2)) for m, r in zip(maps, reference, strict=True))
+
+
 def feature_distance(model: nn.Module, images: torch.Tensor, reference: torch.Tensor, *, size: int = 64,
                      batch_size: int = 256) -> torch.Tensor:
     """A perceptual distance in the style of LPIPS without its learned weights (Zhang et al. 2018, the
     "baseline" variant), on EfficientNet-Lite0's ImageNet features.
 
     ``d(x, y) = Σ_l mean_hw ‖f̂_l(x)_hw − f̂_l(y)_hw‖²``, where f̂_l is the stage-l map (:func:`lite0_stage_maps`)
-    divided by its channel norm at each position. 0 for identical images; larger is less alike.
+    divided by its channel norm at each position. 0 for identical images; larger is less alike. To compare many
+    sets with one reference, compute the reference's :func:`lite0_unit_maps` once and use
+    :func:`unit_map_distance`.
 
     Args:
         model: from :func:`efficientnet_lite0`.
         images, reference: ``(N, 3, H, W)`` RGB in [0, 1], compared pairwise.
         size: side both are resized to before the network (at least 32).
-        batch_size: pairs per forward pass.
+        batch_size: images per forward pass.
 
     Returns:
         ``(N,)`` float32 distances on the CPU.
@@ -123,16 +159,5 @@ def feature_distance(model: nn.Module, images: torch.Tensor, reference: torch.Te
             raise ValueError(f"{name} must be a (N, 3, H, W) tensor, got {getattr(batch, 'shape', type(batch))}")
     if images.shape != reference.shape:
         raise ValueError(f"images {tuple(images.shape)} and reference {tuple(reference.shape)} differ in shape")
-    if size < 32:
-        raise ValueError(f"size must be at least 32 (five stride-2 stages), got {size}")
-    device = next(model.parameters()).device
-    distances = []
-    for a, b in zip(images.split(batch_size), reference.split(batch_size), strict=True):
-        both = torch.cat([a, b]).to(device, torch.float32)
-        both = F.interpolate(both, size=(size, size), mode="bilinear", align_corners=False)
-        total = torch.zeros(len(a), device=device)
-        for features in lite0_stage_maps(model, 2 * both - 1):
-            unit = features / (features.norm(dim=1, keepdim=True) + 1e-10)
-            total += (unit[: len(a)] - unit[len(a):]).pow(2).sum(1).mean((1, 2))
-        distances.append(total.cpu())
-    return torch.cat(distances) if distances else torch.empty(0)
+    return unit_map_distance(lite0_unit_maps(model, images, size=size, batch_size=batch_size),
+                             lite0_unit_maps(model, reference, size=size, batch_size=batch_size))
