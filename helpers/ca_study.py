@@ -37,7 +37,7 @@ from helpers.data import digits_on_textures, faces
 from helpers.data.factors import FactorGrid
 from helpers.metrics.omes import sample_omes_pairs
 from helpers.metrics.peers import mig
-from helpers.models import cvae, separator
+from helpers.models import cvae, pretrained, separator, vit
 
 METHODS = ("diffca", "cpca", "splitter", "cvae")
 FACTOR_NAMES = faces.COMMON.names + faces.SALIENT.names
@@ -113,8 +113,10 @@ def _fingerprint(**tensors: torch.Tensor) -> str:
 
 def study_stage1(cfg, train: FacesSplit) -> tuple[diffca.Stage1, dict[str, list[float]]]:
     """Diff-CA's stage 1 on the training images (cached, resumable): first the frozen latent codec (the stand-in
-    for the paper's VAE and DINOv3 patch features), then the token encoder and the flow-matching UNet in its
-    latent space. ``history`` holds the codec's ``codec_loss`` and the generator's ``loss`` per step."""
+    for the paper's VAE and, without ``cfg.patch_encoder_path``, its DINOv3 patch features), then the token
+    encoder and the flow-matching UNet in its latent space. With ``cfg.patch_encoder_path`` the tokens read the
+    patch features of that local DINOv2 / DINO checkpoint at ``cfg.patch_encoder_size`` px instead.
+    ``history`` holds the codec's ``codec_loss`` and the generator's ``loss`` per step."""
     images = _fingerprint(images=train.images)
     codec_key = {"name": "diffca-codec", "seed": cfg.seed, "steps": cfg.codec_steps, "batch": cfg.codec_batch,
                  "lr": cfg.codec_lr, "channels": cfg.codec_channels, "images": images}
@@ -124,16 +126,21 @@ def study_stage1(cfg, train: FacesSplit) -> tuple[diffca.Stage1, dict[str, list[
                                   seed=cfg.seed, channels=cfg.codec_channels, checkpoint=checkpoint)
 
     codec, codec_history = load_or_train(codec_key, run_codec, resumable=True, modules=[sys.modules[__name__]])
+    patches = None
+    if cfg.patch_encoder_path:
+        patches = vit.FrozenPatches(vit.load_vit(cfg.patch_encoder_path), cfg.patch_encoder_size)
     key = {"name": "diffca-stage1", "seed": cfg.seed, "steps": cfg.stage1_steps, "batch": cfg.stage1_batch,
            "lr": cfg.stage1_lr, "dim": cfg.token_dim, "tokens": cfg.num_tokens, "channels": cfg.unet_channels,
            "codec": state_fingerprint(codec.state_dict()), "images": images}
+    if patches is not None:  # a key without it stays the key of the default run
+        key["patch_encoder"] = {"weights": state_fingerprint(patches.state_dict()), "size": patches.size}
 
     def run(checkpoint):
         model, history = diffca.train_stage1(train.images, steps=cfg.stage1_steps, batch_size=cfg.stage1_batch,
                                              lr=cfg.stage1_lr, seed=cfg.seed, dim=cfg.token_dim,
                                              num_tokens=cfg.num_tokens, block_out_channels=cfg.unet_channels,
-                                             codec=codec, global_conditioning=True, checkpoint=checkpoint,
-                                             device=cfg.device)
+                                             codec=codec, global_conditioning=True, patch_encoder=patches,
+                                             checkpoint=checkpoint, device=cfg.device)
         return model.cpu(), history
 
     model, history = load_or_train(key, run, resumable=True, modules=[sys.modules[__name__]])
@@ -407,6 +414,31 @@ def ssim(images: torch.Tensor, reference: torch.Tensor) -> float:
     b = ((reference + 1) / 2).permute(0, 2, 3, 1).numpy()
     scores = [structural_similarity(x, r, channel_axis=2, data_range=1.0) for x, r in zip(a, b, strict=True)]
     return float(np.mean(scores))
+
+
+def feature_distances(candidates: dict[str, torch.Tensor], reference: torch.Tensor, num_images: int) -> pd.Series:
+    """Mean perceptual distance to ``reference`` of each set of candidate images (LPIPS-style, unweighted, on
+    EfficientNet-Lite0's ImageNet features at 64 px: :func:`helpers.models.pretrained.feature_distance`).
+
+    Args:
+        candidates: name → images (N, 3, S, S) in [−1, 1], row i compared with ``reference[i]``.
+        reference: (N, 3, S, S) in [−1, 1].
+        num_images: evenly spaced rows used (the metric costs a 64 px network pass per image).
+
+    Returns:
+        name → mean distance (0 for identical images).
+    """
+    if not 0 < num_images <= len(reference):
+        raise ValueError(f"num_images must lie in 1..{len(reference)}, got {num_images}")
+    rows = torch.as_tensor(np.linspace(0, len(reference) - 1, num_images).round().astype(np.int64))
+    lite0 = pretrained.efficientnet_lite0()
+
+    def maps(images: torch.Tensor) -> list[torch.Tensor]:
+        return pretrained.lite0_unit_maps(lite0, ((images[rows] + 1) / 2).clamp(0, 1))
+
+    reference_maps = maps(reference)
+    return pd.Series({name: float(pretrained.unit_map_distance(maps(images), reference_maps).mean())
+                      for name, images in candidates.items()}, name="feature distance")
 
 
 @torch.no_grad()

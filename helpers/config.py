@@ -256,6 +256,7 @@ NOTEBOOKS["04_diffca_training_swaps"] = NotebookSpec(
     params={
         "STAGE1_STEPS": Param(int, minimum=1, optional=True),
         "SEPARATOR_STEPS": Param(int, minimum=1, optional=True),
+        "PATCH_ENCODER_PATH": Param(str, existing_path=True),
     },
     presets={
         # CPU minutes: 16 px faces, a small frozen autoencoder's 32 × 4 × 4 latents, a two-level UNet, 8 tokens
@@ -265,6 +266,7 @@ NOTEBOOKS["04_diffca_training_swaps"] = NotebookSpec(
             "codec_steps": 600, "codec_batch": 64, "codec_lr": 2e-3, "codec_channels": 32,
             "stage1_steps": 1500, "stage1_batch": 128, "stage1_lr": 3e-3, "unet_channels": (32, 64),
             "token_dim": 32, "num_tokens": 8, "sample_steps": 8, "steps_grid": (1, 2, 4, 8, 16),
+            "patch_encoder_size": 112,
             "separator_steps": 1500, "separator_batch": 128, "separator_lr": 1e-3, "lambda_rate": 0.99,
             "target_accuracy": 0.8, "ema_decay": 0.99,
             "splitter_steps": 1000, "splitter_batch": 128, "splitter_lr": 1e-3,
@@ -272,16 +274,18 @@ NOTEBOOKS["04_diffca_training_swaps"] = NotebookSpec(
             "cvae_weight_background": 1e3, "cvae_weight_salient": 1e2,
             "cpca_alpha": 1.0, "cpca_components": 4,
             "probe_steps": 500, "probe_batch": 128, "probe_lr": 2e-3, "swap_pairs": 500, "omes_pairs": 200,
+            "feature_images": 200,
             "toy_n": 1000, "toy_dim": 8, "toy_salient_dim": 2, "toy_common_dim": 4,
             "digits_n": 1500, "digits_size": 16,
         },
-        # GPU: 32 px faces (8 × 8 latents), a wider three-level UNet, 16 tokens of width 64, tens of thousands
+        # GPU: 64 px faces (16 × 16 latents), a wider three-level UNet, 16 tokens of width 64, tens of thousands
         # of steps.
         "full": {
-            "image_size": 32, "n_background": 20_000, "n_target": 20_000, "n_test": 2000,
+            "image_size": 64, "n_background": 20_000, "n_target": 20_000, "n_test": 2000,
             "codec_steps": 5000, "codec_batch": 128, "codec_lr": 1e-3, "codec_channels": 32,
             "stage1_steps": 30_000, "stage1_batch": 128, "stage1_lr": 3e-4, "unet_channels": (64, 128, 128),
             "token_dim": 64, "num_tokens": 16, "sample_steps": 20, "steps_grid": (1, 2, 4, 8, 20, 50),
+            "patch_encoder_size": 224,
             "separator_steps": 20_000, "separator_batch": 1024, "separator_lr": 1e-4, "lambda_rate": 0.999,
             "target_accuracy": 0.8, "ema_decay": 0.999,
             "splitter_steps": 10_000, "splitter_batch": 256, "splitter_lr": 1e-3,
@@ -289,6 +293,7 @@ NOTEBOOKS["04_diffca_training_swaps"] = NotebookSpec(
             "cvae_weight_background": 1e4, "cvae_weight_salient": 1e3,
             "cpca_alpha": 1.0, "cpca_components": 6,
             "probe_steps": 3000, "probe_batch": 256, "probe_lr": 1e-3, "swap_pairs": 2000, "omes_pairs": 1000,
+            "feature_images": 2000,
             "toy_n": 10_000, "toy_dim": 16, "toy_salient_dim": 4, "toy_common_dim": 8,
             "digits_n": 5000, "digits_size": 32,
         },

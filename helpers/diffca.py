@@ -98,17 +98,20 @@ class Stage1(nn.Module):
     """The token encoder and the velocity network, trained together.
 
     Without ``codec`` the generator models the pixels; with a frozen :class:`LatentCodec` it models the codec's
-    latents (and the token encoder reads the codec's encoder features as its patch features).
+    latents. The token encoder reads the patch features of ``patch_encoder`` when given (a frozen module with a
+    ``channels`` attribute, e.g. :class:`helpers.models.vit.FrozenPatches`: the paper's frozen DINO), else the
+    codec's encoder features, else its own trainable convolutions.
     """
 
     def __init__(self, image_size: int, dim: int = 32, num_tokens: int = 8,
                  block_out_channels: Sequence[int] = (32, 64), seed: int = 0, codec: LatentCodec | None = None,
-                 global_conditioning: bool = False):
+                 global_conditioning: bool = False, patch_encoder: nn.Module | None = None):
         super().__init__()
         self.codec = codec.requires_grad_(False) if codec is not None else None
-        self.encoder = TokenEncoder(dim, num_tokens, seed=seed,
-                                    patch_channels=codec.channels if codec is not None else 32,
-                                    patches=codec.encoder if codec is not None else None)
+        patches = patch_encoder if patch_encoder is not None else codec.encoder if codec is not None else None
+        self.encoder = TokenEncoder(dim, num_tokens, seed=seed, patches=patches,
+                                    patch_channels=patches.channels if patch_encoder is not None
+                                    else codec.channels if codec is not None else 32)
         side, channels = (image_size // 4, codec.channels) if codec is not None else (image_size, 3)
         self.sample_shape = (channels, side, side)
         self.unet = flow.make_token_unet(sample_size=side, channels=channels, token_dim=dim,
@@ -131,7 +134,7 @@ class Stage1(nn.Module):
 def train_stage1(images: torch.Tensor, *, steps: int, batch_size: int, lr: float, seed: int, dim: int = 32,
                  num_tokens: int = 8, block_out_channels: Sequence[int] = (32, 64), ot: bool = True,
                  codec: LatentCodec | None = None, global_conditioning: bool = False,
-                 checkpoint: Checkpoint | None = None,
+                 patch_encoder: nn.Module | None = None, checkpoint: Checkpoint | None = None,
                  device: str | torch.device = "cpu") -> tuple[Stage1, dict[str, list[float]]]:
     """Train :class:`Stage1` on images ``(N, 3, S, S)`` in [−1, 1] with the (OT-)flow-matching loss (AdamW);
     with ``codec``, in its latent space (the codec stays frozen).
@@ -146,7 +149,7 @@ def train_stage1(images: torch.Tensor, *, steps: int, batch_size: int, lr: float
     if not 2 <= batch_size <= len(images):
         raise ValueError(f"batch_size must be in [2, {len(images)}], got {batch_size}")
     model = Stage1(images.shape[-1], dim, num_tokens, block_out_channels, seed=seed, codec=codec,
-                   global_conditioning=global_conditioning).to(device)
+                   global_conditioning=global_conditioning, patch_encoder=patch_encoder).to(device)
     data = images.to(device, torch.float32)
 
     def make_batch(step: int, generator: torch.Generator) -> torch.Tensor:

@@ -114,3 +114,37 @@ def test_identifiability_table_recovers_with_every_condition():
     assert table.iloc[0]["salient"] < 0.05
     assert table.loc["closed form (oblique projector)", "salient"] < 0.05
     assert table.loc["drop pinning", "salient"] > 0.3
+
+
+def test_feature_distances_of_candidate_sets():
+    reference = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    blurred = torch.nn.functional.avg_pool2d(reference, 3, stride=1, padding=1, count_include_pad=False)
+    distances = cs.feature_distances({"same": reference, "blurred": blurred, "other": reference.roll(1, 0)},
+                                     reference, num_images=4)
+    assert list(distances.index) == ["same", "blurred", "other"]
+    assert distances["same"] == 0 and 0 < distances["blurred"] < distances["other"]
+    with pytest.raises(ValueError, match="num_images must lie in 1..6"):
+        cs.feature_distances({"same": reference}, reference, num_images=7)
+
+
+def test_study_stage1_reads_a_local_vit_checkpoint(splits, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from helpers.models import vit
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    checkpoint = vit.VisionTransformer(dim=24, depth=1, num_heads=2, patch=8, grid=2, hidden=48, layer_scale=True)
+    torch.save({"teacher": checkpoint.state_dict()}, tmp_path / "dinov2.pth")
+    cfg = SimpleNamespace(seed=0, device="cpu", codec_steps=2, codec_batch=16, codec_lr=1e-3, codec_channels=8,
+                          stage1_steps=2, stage1_batch=16, stage1_lr=1e-3, token_dim=16, num_tokens=3,
+                          unet_channels=(16, 32), patch_encoder_path=str(tmp_path / "dinov2.pth"),
+                          patch_encoder_size=16)
+    model, history = cs.study_stage1(cfg, splits[0])
+    assert isinstance(model.encoder.patches, vit.FrozenPatches) and model.encoder.patches.size == 16
+    assert len(history["loss"]) == 2
+    # The same weights come back from the cache, and the codec-patch run is a different entry.
+    again, _ = cs.study_stage1(cfg, splits[0])
+    torch.testing.assert_close(again.state_dict(), model.state_dict())
+    default, _ = cs.study_stage1(SimpleNamespace(**{**vars(cfg), "patch_encoder_path": ""}), splits[0])
+    assert not isinstance(default.encoder.patches, vit.FrozenPatches)

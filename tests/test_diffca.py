@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from helpers import diffca
+from helpers.models import vit
 from helpers.runtime import torch_generator
 
 
@@ -85,3 +86,17 @@ def test_codec_scale_and_frozen_use_in_stage1(images):
     with torch.no_grad():
         out = diffca.decode(model, model.encoder(images[:2]), steps=2, seed=0)
     assert out.shape == (2, 3, 8, 8) and out.abs().max() <= 1.0
+
+
+def test_stage1_reads_a_frozen_vit_s_patch_tokens(images):
+    torch.manual_seed(0)
+    backbone = vit.VisionTransformer(dim=24, depth=1, num_heads=2, patch=8, grid=2, hidden=48, layer_scale=True)
+    patches = vit.FrozenPatches(backbone, size=16)
+    before = {name: value.clone() for name, value in backbone.state_dict().items()}
+    model, history = diffca.train_stage1(images, steps=3, batch_size=6, lr=1e-2, seed=0, dim=16, num_tokens=3,
+                                         block_out_channels=(16, 32), patch_encoder=patches)
+    assert model.encoder.patches is patches and len(history["loss"]) == 3
+    for name, value in backbone.state_dict().items():
+        assert torch.equal(value, before[name]), f"stage 1 changed the frozen ViT's {name}"
+    with torch.no_grad():
+        assert model.encoder(images[:2]).shape == (2, 3, 16)
