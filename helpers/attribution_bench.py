@@ -55,7 +55,8 @@ class AttributionBenchmark:
 
 
 def make_benchmark(generator: Img2ImgGenerator, *, train_concepts: int, extra_real: int, test_concepts: int,
-                   distractors: int, views: int, zoom: tuple[float, float], seed: int) -> AttributionBenchmark:
+                   distractors: int, views: int, zoom: tuple[float, float], seed: int,
+                   image_size: int) -> AttributionBenchmark:
     """Draw the crops, frame each exemplar ``views`` times anew, and translate the framings with ``generator``.
 
     Args:
@@ -67,12 +68,13 @@ def make_benchmark(generator: Img2ImgGenerator, *, train_concepts: int, extra_re
         views: synthetic images per concept.
         zoom: range of the framing's zoom (:func:`helpers.data.images.reframe`).
         seed: seeds the crops, the framings and the generator's noise.
+        image_size: side of the crops (the generator's).
     """
     for name, value in (("train_concepts", train_concepts), ("test_concepts", test_concepts), ("views", views)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
     crops = oripid.make_origin_split(train_concepts + extra_real, test_concepts, distractors,
-                                     seed + _SPLIT_SEED_OFFSET)
+                                     seed + _SPLIT_SEED_OFFSET, image_size=image_size)
     train_views = reframe(crops.train[:train_concepts], views, torch_generator(seed, 1), zoom=tuple(zoom))
     test_views = reframe(crops.test, views, torch_generator(seed, 2), zoom=tuple(zoom))
     train_synthetic, _ = oripid.translate_batched(generator, train_views, seed * 1000 + 1, desc="train views")
@@ -88,12 +90,13 @@ def build_benchmark(cfg) -> AttributionBenchmark:
     notebook 02 has run (else trained here, with the same cache keys, so notebook 02 then reuses it).
     """
     cfg02 = resolve("02_origin_linear_transform", SCALE=cfg.scale, SEED=cfg.seed, DEVICE=cfg.device,
-                    VAE_PATH="", MAP_STEPS=None)
-    split02 = oripid.make_origin_split(cfg02.num_train, cfg02.num_test, cfg02.num_distractors, cfg02.seed)
+                    VAE_PATH="", MAP_STEPS=None, IMAGE_SIZE=None)
+    split02 = oripid.make_origin_split(cfg02.num_train, cfg02.num_test, cfg02.num_distractors, cfg02.seed,
+                                       image_size=cfg02.image_size)
     vae = oripid.study_vae(cfg02, split02)
     generator = oripid.study_generators(cfg02, vae, split02, specs=GENERATOR_SPECS[:1])[GENERATOR_SPECS[0].name]
     sizes = {name: getattr(cfg, name) for name in ("train_concepts", "extra_real", "test_concepts", "distractors",
                                                      "views", "zoom")}
     key = {"name": "attribution-benchmark", "seed": cfg.seed, "generator_scale": cfg.scale, **sizes}
-    return load_or_train(key, lambda: make_benchmark(generator, seed=cfg.seed, **sizes),
+    return load_or_train(key, lambda: make_benchmark(generator, seed=cfg.seed, image_size=cfg02.image_size, **sizes),
                          modules=[sys.modules[__name__]])

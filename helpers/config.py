@@ -201,20 +201,24 @@ NOTEBOOKS["02_origin_linear_transform"] = NotebookSpec(
     params={
         "VAE_PATH": Param(str, existing_path=True),
         "MAP_STEPS": Param(int, minimum=1, optional=True),
+        "IMAGE_SIZE": Param(int, minimum=8, optional=True),
     },
     presets={
         # CPU minutes: 32 px origins, a 4×8×8-latent VAE and denoisers trained for a few hundred steps.
         "small": {
-            "num_train": 1000, "num_test": 500, "num_distractors": 4500, "translations_per_origin": 2,
+            "image_size": 32, "num_train": 1000, "num_test": 500, "num_distractors": 4500,
+            "translations_per_origin": 2,
             "classifier_origins": 300, "vae_channels": (16, 16, 16), "vae_steps": 500, "vae_lr": 2e-3,
             "generator_steps": 120, "generator_lr": 1e-3, "map_dim": 256, "map_steps": 400, "map_lr": 3e-3,
             "cnn_steps": 400, "classifier_steps": 300, "pretrained_size": 48,
             "ranks": (128, 32, 8, 4), "mlp_layers": (2, 3, 4),
             "blur_sigmas": (0.5, 1.0, 1.5), "jpeg_qualities": (90, 70, 50, 30),
         },
-        # GPU: ten times the origins and references, longer schedules.
+        # GPU: 64 px origins (a 4×16×16-latent VAE, n = 1024; IMAGE_SIZE=256 with SD's VAE at VAE_PATH gives
+        # SD2's 4×32×32), ten times the origins and references, longer schedules.
         "full": {
-            "num_train": 20_000, "num_test": 5000, "num_distractors": 95_000, "translations_per_origin": 4,
+            "image_size": 64, "num_train": 20_000, "num_test": 5000, "num_distractors": 95_000,
+            "translations_per_origin": 4,
             "classifier_origins": 3000, "vae_channels": (32, 64, 64), "vae_steps": 20_000, "vae_lr": 1e-3,
             "generator_steps": 20_000, "generator_lr": 1e-3, "map_dim": 256, "map_steps": 20_000, "map_lr": 1e-3,
             "cnn_steps": 20_000, "classifier_steps": 5000, "pretrained_size": 224,

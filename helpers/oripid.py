@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from helpers.cache import load_or_train, state_fingerprint
 from helpers.data.images import photo_crops
 from helpers.models import img2img
-from helpers.models.img2img import IMAGE_SIZE, Img2ImgGenerator, encode
+from helpers.models.img2img import Img2ImgGenerator, encode
 from helpers.origin import LinearMap, MLPMap, train_map
 from helpers.retrieval import evaluate
 from helpers.runtime import seeded, torch_generator
@@ -44,7 +44,7 @@ _SPLIT_STREAM = 20_250_102  # the numpy stream of the origin crops
 
 @dataclass(frozen=True)
 class OriginSplit:
-    """Origins ``(N, 3, 32, 32)`` in [0, 1]: training origins, test origins and distractor references."""
+    """Origins ``(N, 3, S, S)`` in [0, 1]: training origins, test origins and distractor references."""
 
     train: torch.Tensor
     test: torch.Tensor
@@ -56,12 +56,14 @@ class OriginSplit:
         return torch.cat([self.test, self.distractors])
 
 
-def make_origin_split(num_train: int, num_test: int, num_distractors: int, seed: int) -> OriginSplit:
-    """Draw ``num_train + num_test + num_distractors`` distinct random photo crops and split them in that order."""
+def make_origin_split(num_train: int, num_test: int, num_distractors: int, seed: int, *,
+                      image_size: int) -> OriginSplit:
+    """Draw ``num_train + num_test + num_distractors`` distinct random photo crops of ``image_size`` px and split
+    them in that order."""
     for name, value in (("num_train", num_train), ("num_test", num_test), ("num_distractors", num_distractors)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    crops, _ = photo_crops(num_train + num_test + num_distractors, IMAGE_SIZE,
+    crops, _ = photo_crops(num_train + num_test + num_distractors, image_size,
                            np.random.default_rng([seed, _SPLIT_STREAM]))
     crops = torch.from_numpy(crops)
     return OriginSplit(*crops.split([num_train, num_test, num_distractors]))
@@ -72,7 +74,7 @@ def translate_batched(generator: Img2ImgGenerator, images: torch.Tensor, seed: i
     """Translate every image under a prompt drawn uniformly at random, batch ``b`` on stream ``b + 1`` of ``seed``.
 
     Returns:
-        ``(translations (N, 3, 32, 32), prompts (N,))``. The noise is drawn per batch, so the translations depend
+        ``(translations (N, 3, S, S), prompts (N,))``. The noise is drawn per batch, so the translations depend
         on ``batch_size`` as well as on ``seed``: keep it fixed within a study.
     """
     prompts = torch.randint(generator.num_prompts, (len(images),), generator=torch_generator(seed, 0))
@@ -84,7 +86,7 @@ def translate_batched(generator: Img2ImgGenerator, images: torch.Tensor, seed: i
 
 @torch.no_grad()
 def vae_embeddings(vae, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Flattened posterior means ``E(x)`` ``(N, n)`` of ``images`` ``(N, 3, 32, 32)``, computed in batches."""
+    """Flattened posterior means ``E(x)`` ``(N, n)`` of ``images`` ``(N, 3, S, S)``, computed in batches."""
     return torch.cat([encode(vae, chunk).cpu() for chunk in images.split(batch_size)])
 
 
@@ -96,7 +98,7 @@ class PixelEmbedder(nn.Module):
     work on ``(N, n)`` matrices) train and apply it like the linear map.
     """
 
-    def __init__(self, out_dim: int, image_size: int = IMAGE_SIZE, seed: int = 0):
+    def __init__(self, out_dim: int, image_size: int, seed: int = 0):
         super().__init__()
         if out_dim < 1 or image_size < 8:
             raise ValueError(f"out_dim must be >= 1 and image_size >= 8, got {out_dim}, {image_size}")
@@ -219,17 +221,20 @@ def stack_pairs(origins: torch.Tensor, translations: Sequence[torch.Tensor]) -> 
 
 
 def study_vae(cfg, split: OriginSplit):
-    """The notebook's VAE: ``cfg.vae_path`` loaded from disk, or a small AutoencoderKL trained on the training
-    origins (cached, resumable). A loaded VAE must map 32×32 images to 4×8×8 latents like the trained one."""
-    if cfg.vae_path:
-        vae = img2img.load_pretrained_vae(cfg.vae_path)
-        side = vae.config.sample_size // 2 ** (len(vae.config.block_out_channels) - 1)
-        if (vae.config.latent_channels, side) != (img2img.LATENT_CHANNELS, IMAGE_SIZE // 4):
-            raise ValueError(f"VAE_PATH={cfg.vae_path}: the generators need 4×8×8 latents of 32×32 images, this "
-                             f"VAE gives {vae.config.latent_channels}×{side}×{side}")
+    """The notebook's VAE: ``cfg.vae_path`` loaded from disk (e.g. Stable Diffusion's), or a small AutoencoderKL
+    trained on the training origins (cached, resumable). The origins' side ``cfg.image_size`` must be a multiple
+    of the VAE's downsampling (4 for the trained one, 8 for SD's); the generators' denoisers take the latents'
+    shape from it."""
+    vae = img2img.load_pretrained_vae(cfg.vae_path) if cfg.vae_path else None
+    factor = img2img.downsampling(vae) if vae is not None else 4
+    if cfg.image_size % (2 * factor):
+        source = f"the VAE at VAE_PATH={cfg.vae_path}" if vae is not None else "the trained VAE"
+        raise ValueError(f"IMAGE_SIZE={cfg.image_size} must be a multiple of {2 * factor}: {source} downsamples by "
+                         f"{factor} and the denoisers need latents of even side")
+    if vae is not None:
         return vae.requires_grad_(False)
     key = {"name": "oripid-vae", "seed": cfg.seed, "channels": cfg.vae_channels, "steps": cfg.vae_steps,
-           "lr": cfg.vae_lr, "origins": len(split.train)}
+           "lr": cfg.vae_lr, "origins": len(split.train), "image_size": cfg.image_size}
 
     def train(checkpoint):
         return img2img.train_vae(split.train, seed=cfg.seed, num_steps=cfg.vae_steps, device=cfg.device,
@@ -326,7 +331,7 @@ def study_map(cfg, tag: str, rows: torch.Tensor, labels: torch.Tensor, *, out_di
 
     def train(checkpoint):
         if pixels:
-            model = PixelEmbedder(out_dim, seed=cfg.seed)
+            model = PixelEmbedder(out_dim, cfg.image_size, seed=cfg.seed)
         elif layers == 1:
             model = LinearMap(rows.shape[1], out_dim, seed=cfg.seed)
         else:

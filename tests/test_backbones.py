@@ -18,7 +18,7 @@ def bench():
     vae = img2img.make_vae((16, 16, 16), seed=0).requires_grad_(False)
     unet = img2img.make_unet(3, (16, 16), seed=0, attention=False).requires_grad_(False)
     generator = img2img.Img2ImgGenerator(vae, unet, num_inference_steps=2, strength=0.5)
-    return make_benchmark(generator, seed=0, **SIZES)
+    return make_benchmark(generator, seed=0, image_size=32, **SIZES)
 
 
 def _cfg(**overrides):
@@ -39,15 +39,16 @@ def test_make_benchmark_shapes_order_and_determinism(bench):
     assert not torch.allclose(bench.queries[0], bench.queries[1])  # two framings of one exemplar differ
     vae = img2img.make_vae((16, 16, 16), seed=0).requires_grad_(False)
     unet = img2img.make_unet(3, (16, 16), seed=0, attention=False).requires_grad_(False)
-    again = make_benchmark(img2img.Img2ImgGenerator(vae, unet, num_inference_steps=2, strength=0.5), seed=0, **SIZES)
+    again = make_benchmark(img2img.Img2ImgGenerator(vae, unet, num_inference_steps=2, strength=0.5), seed=0,
+                           image_size=32, **SIZES)
     assert torch.equal(again.queries, bench.queries) and torch.equal(again.distractors, bench.distractors)
 
 
 def test_make_benchmark_rejects_empty_parts(bench):
     with pytest.raises(ValueError, match="views"):
-        make_benchmark(None, seed=0, **{**SIZES, "views": 0})
+        make_benchmark(None, seed=0, image_size=32, **{**SIZES, "views": 0})
     with pytest.raises(ValueError, match="test_concepts"):
-        make_benchmark(None, seed=0, **{**SIZES, "test_concepts": 0})
+        make_benchmark(None, seed=0, image_size=32, **{**SIZES, "test_concepts": 0})
 
 
 def _toy_features(bench: AttributionBenchmark, exact: bool) -> bb.FeatureSet:

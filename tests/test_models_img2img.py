@@ -5,6 +5,7 @@ import copy
 
 import pytest
 import torch
+from diffusers import AutoencoderKL
 
 from helpers.models import img2img
 from helpers.runtime import torch_generator
@@ -354,6 +355,33 @@ def test_train_generator_uses_residual_denoiser(vae):
     assert first.shape == images.shape and torch.isfinite(first).all()
     assert torch.equal(first, generator.translate(images, [0, 1] * 4, seed=7))
     assert not torch.equal(first, generator.translate(images, [0, 1] * 4, seed=8))
+
+
+
+@pytest.mark.parametrize(("blocks", "image_size", "latent_side"), [(3, 48, 12), (4, 64, 8)])
+def test_generators_follow_the_vae_s_image_and_latent_size(blocks, image_size, latent_side):
+    # Three blocks: make_vae at another size; four: Stable Diffusion's layout (downsampling 8), whose config
+    # sample_size (512) says nothing about the images it is used on.
+    if blocks == 3:
+        vae = img2img.make_vae((16, 16, 16), seed=0, image_size=image_size)
+    else:
+        vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                            block_out_channels=(16,) * 4, latent_channels=4, norm_num_groups=16, sample_size=512,
+                            layers_per_block=1)
+    vae.requires_grad_(False)
+    images = torch.rand(6, 3, image_size, image_size, generator=torch_generator(8))
+    latents = img2img.encode(vae, images)
+    assert latents.shape == (6, 4 * latent_side ** 2)
+    assert img2img.decode(vae, latents).shape == images.shape
+    spec = img2img.GeneratorSpec("sized", "EulerDiscreteScheduler", 0.5, num_inference_steps=2, styles=(0, 2),
+                                 channels=(16, 16))
+    generator = img2img.train_generator(spec, vae, images, seed=0, num_steps=1, batch_size=3)
+    assert generator.denoiser.config.sample_size == latent_side
+    assert generator.translate(images, [0, 1] * 3, seed=1).shape == images.shape
+    with pytest.raises(ValueError, match=f"multiple of {2 ** (blocks - 1)}"):
+        img2img.encode(vae, images[..., :-2, :-2])
+    with pytest.raises(ValueError, match="square"):
+        img2img.decode(vae, latents[:, :-1])
 
 
 # ------------------------------------------------------------------------------------------ styles

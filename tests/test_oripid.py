@@ -14,7 +14,7 @@ from helpers.runtime import torch_generator
 
 @pytest.fixture(scope="module")
 def split():
-    return oripid.make_origin_split(6, 4, 5, seed=0)
+    return oripid.make_origin_split(6, 4, 5, seed=0, image_size=32)
 
 
 @pytest.fixture(scope="module")
@@ -28,17 +28,18 @@ def test_split_shapes_order_and_determinism(split):
     assert split.train.shape == (6, 3, 32, 32) and split.test.shape == (4, 3, 32, 32)
     assert split.distractors.shape == (5, 3, 32, 32)
     assert torch.equal(split.references[:4], split.test) and len(split.references) == 9
-    again = oripid.make_origin_split(6, 4, 5, seed=0)
+    again = oripid.make_origin_split(6, 4, 5, seed=0, image_size=32)
     assert torch.equal(again.train, split.train) and torch.equal(again.distractors, split.distractors)
     everything = torch.cat([split.train, split.references]).flatten(1)
     assert torch.cdist(everything, everything).add(torch.eye(15) * 1e9).min() > 0  # all crops distinct
-    assert not torch.equal(oripid.make_origin_split(6, 4, 5, seed=1).train, split.train)
+    assert not torch.equal(oripid.make_origin_split(6, 4, 5, seed=1, image_size=32).train, split.train)
+    assert oripid.make_origin_split(2, 1, 1, seed=0, image_size=48).train.shape == (2, 3, 48, 48)
 
 
 @pytest.mark.parametrize("args", [(0, 4, 5), (6, -1, 5), (6, 4, 2.5), (True, 4, 5)])
 def test_split_rejects_bad_counts(args):
     with pytest.raises(ValueError, match="positive integer"):
-        oripid.make_origin_split(*args, seed=0)
+        oripid.make_origin_split(*args, seed=0, image_size=32)
 
 
 def test_translate_batched_is_deterministic_and_prompted(tiny_generator, split):
@@ -59,12 +60,12 @@ def test_vae_embeddings_match_one_shot_encoding(tiny_generator, split):
 
 
 def test_pixel_embedder_reads_flattened_rows(split):
-    model = oripid.PixelEmbedder(7, seed=0)
+    model = oripid.PixelEmbedder(7, 32, seed=0)
     rows = oripid.flatten_pixels(split.train)
     assert rows.shape == (6, 3 * 32 * 32) and model(rows).shape == (6, 7)
-    assert torch.equal(model(rows), oripid.PixelEmbedder(7, seed=0)(rows))
+    assert torch.equal(model(rows), oripid.PixelEmbedder(7, 32, seed=0)(rows))
     with pytest.raises(ValueError):
-        oripid.PixelEmbedder(0)
+        oripid.PixelEmbedder(0, 32)
 
 
 def test_train_classifier_separates_two_clusters():
@@ -131,7 +132,7 @@ def test_stack_pairs_labels_every_member_by_origin():
 
 def _cfg(**values):
     return SimpleNamespace(**{"seed": 0, "device": "cpu", "map_steps": 5, "cnn_steps": 3, "map_lr": 3e-3,
-                              "vae_path": "", **values})
+                              "vae_path": "", "image_size": 32, **values})
 
 
 def test_study_map_trains_once_then_loads(tmp_path, monkeypatch):
@@ -153,9 +154,14 @@ def test_study_vae_loads_a_saved_autoencoder(tmp_path, split):
     assert isinstance(vae, AutoencoderKL) and not any(p.requires_grad for p in vae.parameters())
     torch.testing.assert_close(img2img.encode(vae, split.test), img2img.encode(img2img.make_vae((16, 16, 16), seed=1),
                                                                                    split.test))
-    shallow = tmp_path / "shallow"
-    AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                  block_out_channels=(16, 16), latent_channels=4, norm_num_groups=16, sample_size=32,
-                  layers_per_block=1).save_pretrained(shallow)
-    with pytest.raises(ValueError, match="4×8×8"):
-        oripid.study_vae(_cfg(vae_path=str(shallow)), split)
+    # Stable Diffusion's layout: four blocks (downsampling 8), a config sample_size unrelated to our images.
+    sd_like = tmp_path / "sd_like"
+    AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                  block_out_channels=(16, 16, 16, 16), latent_channels=4, norm_num_groups=16, sample_size=512,
+                  layers_per_block=1).save_pretrained(sd_like)
+    sd_vae = oripid.study_vae(_cfg(vae_path=str(sd_like)), split)
+    assert img2img.encode(sd_vae, split.test).shape == (4, 4 * 4 * 4)
+    with pytest.raises(ValueError, match="IMAGE_SIZE=24 must be a multiple of 16"):
+        oripid.study_vae(_cfg(vae_path=str(sd_like), image_size=24), split)
+    with pytest.raises(ValueError, match="IMAGE_SIZE=36 must be a multiple of 8: the trained VAE"):
+        oripid.study_vae(_cfg(image_size=36), split)

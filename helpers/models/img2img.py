@@ -3,10 +3,12 @@
 Wang et al., "Generalizable Origin Identification for Text-Guided Image-to-Image Diffusion Models"
 (ICML 2025) study queries made by Stable Diffusion's img2img mode (diffusers' default
 ``AutoPipelineForImage2Image``) and prove that the VAE embedding of a translation and of its origin differ
-by a term in ε − ε_θ (Lemma 1). This module builds generators that follow the same recipe at 32×32:
+by a term in ε − ε_θ (Lemma 1). This module builds generators that follow the same recipe at any square size
+(32×32 at the small scale):
 
 1. the origin, mapped from [0, 1] to [−1, 1], is encoded by a ``diffusers.AutoencoderKL`` into a
-   4×8×8 latent, which is multiplied by the generator's ``latent_scale`` (SD's 0.18215 plays this role);
+   C×h×w latent (4×8×8 for the small VAE at 32 px; SD's VAE gives 4×(S/8)×(S/8)), which is multiplied by the
+   generator's ``latent_scale`` (SD's 0.18215 plays this role);
 2. the scheduler is set to ``num_inference_steps``; img2img skips the first ``1 − strength`` of the
    schedule, noises the latent to the first remaining timestep with ``scheduler.add_noise``;
 3. a class-conditioned ``UNet2DModel`` (ε-prediction) denoises it through the remaining timesteps with
@@ -28,6 +30,7 @@ process works on ``latent_scale`` times the 4×h×w latent (:meth:`Img2ImgGenera
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +53,6 @@ from helpers.cache import Checkpoint
 from helpers.runtime import seeded, torch_generator
 from helpers.training import fit
 
-IMAGE_SIZE = 32
 LATENT_CHANNELS = 4
 # Stable Diffusion's noise schedule ("scaled_linear" betas over 1000 training timesteps).
 NOISE_SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
@@ -76,21 +78,30 @@ _POSTERISE_CONTRAST = 1.6
 # ---------------------------------------------------------------------------------------------- VAE
 
 
-def make_vae(block_out_channels: Sequence[int] = (32, 64, 64), *, seed: int = 0) -> AutoencoderKL:
-    """A small ``AutoencoderKL`` for 32×32 RGB: three encoder blocks, two downsamplings → 4×8×8 latents.
+def make_vae(block_out_channels: Sequence[int] = (32, 64, 64), *, seed: int = 0,
+             image_size: int = 32) -> AutoencoderKL:
+    """A small ``AutoencoderKL`` for S×S RGB: three encoder blocks, two downsamplings → 4×(S/4)×(S/4) latents.
 
     Args:
         block_out_channels: channels per block (three blocks, each a multiple of 16 for group norm).
         seed: seeds the weight initialisation (the global generator is left untouched).
+        image_size: S, a multiple of 4 (recorded as the config's ``sample_size``).
     """
     if len(block_out_channels) != 3 or any(c < 16 or c % 16 for c in block_out_channels):
         raise ValueError(f"block_out_channels must be three multiples of 16, got {tuple(block_out_channels)}")
+    if image_size < 8 or image_size % 4:
+        raise ValueError(f"image_size must be a multiple of 4 and at least 8, got {image_size}")
     with seeded(seed):
         return AutoencoderKL(
             in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
             up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=tuple(block_out_channels),
-            layers_per_block=1, latent_channels=LATENT_CHANNELS, norm_num_groups=16, sample_size=IMAGE_SIZE,
+            layers_per_block=1, latent_channels=LATENT_CHANNELS, norm_num_groups=16, sample_size=image_size,
         )
+
+
+def downsampling(vae: AutoencoderKL) -> int:
+    """The VAE's spatial factor: 4 for :func:`make_vae`, 8 for Stable Diffusion's."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
 def load_pretrained_vae(path: str | Path) -> AutoencoderKL:
@@ -114,15 +125,19 @@ def encode(vae: AutoencoderKL, x: torch.Tensor, generator: torch.Generator | Non
     Returns:
         ``(N, C·h·w)`` latents (4096 for SD2 at 256²; 256 here at 32²).
     """
-    _check_images(x, vae.config.sample_size)
+    _check_images(x, downsampling(vae))
     return _posterior_latents(vae, x, generator, sample).flatten(1)
 
 
 def decode(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
-    """Images in [0, 1], ``(N, 3, S, S)``, from unscaled latents ``(N, C, h, w)`` or flattened ``(N, C·h·w)``."""
+    """Images in [0, 1], ``(N, 3, S, S)``, from unscaled latents ``(N, C, h, w)`` or flattened ``(N, C·h·w)``
+    (square latents)."""
     if latents.dim() == 2:
-        side = vae.config.sample_size // 2 ** (len(vae.config.block_out_channels) - 1)
-        latents = latents.reshape(len(latents), vae.config.latent_channels, side, side)
+        channels = vae.config.latent_channels
+        side = math.isqrt(latents.shape[1] // channels)
+        if channels * side * side != latents.shape[1]:
+            raise ValueError(f"{latents.shape[1]} flattened latent values are not {channels} square channels")
+        latents = latents.reshape(len(latents), channels, side, side)
     return ((vae.decode(latents).sample + 1) / 2).clamp(0, 1)
 
 
@@ -150,9 +165,9 @@ def vae_loss(vae: AutoencoderKL, x: torch.Tensor, generator: torch.Generator,
 def train_vae(images: torch.Tensor, *, seed: int, num_steps: int, device: torch.device | str = "cpu",
               checkpoint: Checkpoint | None = None, batch_size: int = 32, lr: float = 1e-3,
               kl_weight: float = 1e-6, block_out_channels: Sequence[int] = (32, 64, 64)) -> AutoencoderKL:
-    """Train :func:`make_vae` on ``images`` ``(M, 3, 32, 32)`` in [0, 1] with :func:`vae_loss`; returns it frozen."""
-    _check_images(images, IMAGE_SIZE)
-    vae = make_vae(block_out_channels, seed=seed).to(device)
+    """Train :func:`make_vae` on ``images`` ``(M, 3, S, S)`` in [0, 1] with :func:`vae_loss`; returns it frozen."""
+    _check_images(images, 4)
+    vae = make_vae(block_out_channels, seed=seed, image_size=images.shape[-1]).to(device)
     data = images.to(device)
 
     def make_batch(step: int, generator: torch.Generator) -> torch.Tensor:
@@ -167,23 +182,29 @@ def train_vae(images: torch.Tensor, *, seed: int, num_steps: int, device: torch.
 
 
 def make_unet(num_prompts: int, block_out_channels: Sequence[int] = (32, 64), *, seed: int = 0,
-              attention: bool = True, zero_output: bool = False) -> UNet2DModel:
-    """A class-conditioned ε-prediction ``UNet2DModel`` on 4×8×8 latents; a class is a prompt.
+              attention: bool = True, zero_output: bool = False, latent_size: int = 8,
+              latent_channels: int = LATENT_CHANNELS) -> UNet2DModel:
+    """A class-conditioned ε-prediction ``UNet2DModel`` on C×h×h latents (4×8×8 by default); a class is a prompt.
 
     Args:
         num_prompts: number of prompts (class embeddings).
         block_out_channels: channels of the two resolution levels (multiples of 16).
         seed: seeds the weight initialisation.
-        attention: self-attention at the 4×4 level (about half the cost of a training step on a CPU).
+        attention: self-attention at the second level (about half the cost of a training step on a CPU).
         zero_output: zero the output convolution, so the UNet starts as the zero function (a residual).
+        latent_size: h, the latents' side (even).
+        latent_channels: C.
     """
+    if latent_size < 2 or latent_size % 2 or latent_channels < 1:
+        raise ValueError(f"latent_size must be even and latent_channels positive, got {latent_size}, "
+                         f"{latent_channels}")
     if num_prompts < 1:
         raise ValueError(f"num_prompts must be >= 1, got {num_prompts}")
     if len(block_out_channels) != 2 or any(c < 16 or c % 16 for c in block_out_channels):
         raise ValueError(f"block_out_channels must be two multiples of 16, got {tuple(block_out_channels)}")
     with seeded(seed):
         unet = UNet2DModel(
-            sample_size=IMAGE_SIZE // 4, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS,
+            sample_size=latent_size, in_channels=latent_channels, out_channels=latent_channels,
             block_out_channels=tuple(block_out_channels), layers_per_block=1,
             down_block_types=("DownBlock2D", "AttnDownBlock2D" if attention else "DownBlock2D"),
             up_block_types=("AttnUpBlock2D" if attention else "UpBlock2D", "UpBlock2D"),
@@ -322,7 +343,7 @@ class Img2ImgGenerator:
     """A latent img2img diffusion model in SD's mould, without classifier-free guidance.
 
     Attributes:
-        vae: encoder/decoder of 32×32 images.
+        vae: encoder/decoder of S×S images.
         denoiser: class-conditioned ε-prediction denoiser (a ``UNet2DModel`` or a :class:`ResidualDenoiser`);
             ``config.num_class_embeds`` prompts.
         scheduler: a key of :data:`SCHEDULERS`.
@@ -353,8 +374,8 @@ class Img2ImgGenerator:
         return self.denoiser.config.num_class_embeds
 
     def latents(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Diffusion-space latents ``latent_scale · E(x)``, ``(N, C, h, w)``, of images ``(N, 3, 32, 32)``."""
-        _check_images(images, self.vae.config.sample_size)
+        """Diffusion-space latents ``latent_scale · E(x)``, ``(N, C, h, w)``, of images ``(N, 3, S, S)``."""
+        _check_images(images, downsampling(self.vae))
         return self.latent_scale * _posterior_latents(self.vae, images, generator, self.sample_posterior)
 
     def timesteps(self, scheduler=None) -> torch.Tensor:
@@ -378,13 +399,13 @@ class Img2ImgGenerator:
         When ``strength · num_inference_steps < 1`` no step is left and the result is ``D(E(x))``.
 
         Args:
-            images: ``(N, 3, 32, 32)`` origins in [0, 1].
+            images: ``(N, 3, S, S)`` origins in [0, 1].
             prompts: ``(N,)`` prompt indices in ``[0, num_prompts)``.
             seed: seeds the posterior sample, the added noise and the scheduler's own noise.
             stream: sub-stream of ``seed`` (e.g. the batch index), see :func:`helpers.runtime.torch_generator`.
 
         Returns:
-            ``(N, 3, 32, 32)`` translations in [0, 1], on the images' device.
+            ``(N, 3, S, S)`` translations in [0, 1], on the images' device.
         """
         labels = self._labels(prompts, len(images), self.denoiser.device)
         generator = torch_generator(seed, stream)
@@ -557,7 +578,7 @@ def train_generator(spec: GeneratorSpec, vae: AutoencoderKL, images: torch.Tenso
     Args:
         spec: the generator's knobs.
         vae: a trained, frozen autoencoder (shared by the family, or the generator's own).
-        images: ``(M, 3, 32, 32)`` training origins in [0, 1].
+        images: ``(M, 3, S, S)`` training origins in [0, 1].
         seed: training seed (plus ``spec.seed_offset``) for initialisation and batches.
         num_steps: optimisation steps.
         device: where to train.
@@ -565,7 +586,7 @@ def train_generator(spec: GeneratorSpec, vae: AutoencoderKL, images: torch.Tenso
         batch_size: latents per step.
         lr: Adam learning rate.
     """
-    _check_images(images, vae.config.sample_size)
+    _check_images(images, downsampling(vae))
     seed = seed + spec.seed_offset
     vae = vae.to(device).requires_grad_(False)
     data = images.to(device)
@@ -576,7 +597,8 @@ def train_generator(spec: GeneratorSpec, vae: AutoencoderKL, images: torch.Tenso
     means = scale * torch.stack([p.mean for p in posteriors])  # (prompts, M, C, h, w)
     stds = scale * torch.stack([p.std for p in posteriors])
     prior = fit_gaussian_prior(means, stds**2)
-    unet = make_unet(len(spec.styles), spec.channels, seed=seed, attention=spec.attention, zero_output=True)
+    unet = make_unet(len(spec.styles), spec.channels, seed=seed, attention=spec.attention, zero_output=True,
+                     latent_size=means.shape[-1], latent_channels=means.shape[2])
     denoiser = ResidualDenoiser(unet, prior).to(device)
     scheduler = make_scheduler("DDPMScheduler")
 
@@ -608,7 +630,9 @@ def _posterior_latents(vae: AutoencoderKL, x: torch.Tensor, generator: torch.Gen
     return posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator).to(vae.device)
 
 
-def _check_images(x: torch.Tensor, size: int) -> None:
-    if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != (3, size, size):
+def _check_images(x: torch.Tensor, multiple: int) -> None:
+    """``x`` must be ``(N, 3, S, S)`` with S a multiple of ``multiple`` (the VAE's downsampling)."""
+    square = isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[1] == 3 and x.shape[2] == x.shape[3]
+    if not square or x.shape[-1] % multiple or x.shape[-1] < multiple:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"images must be a tensor of shape (N, 3, {size}, {size}), got {shape}")
+        raise ValueError(f"images must be a tensor of shape (N, 3, S, S) with S a multiple of {multiple}, got {shape}")
