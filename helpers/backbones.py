@@ -7,8 +7,8 @@ Two backbones embed both domains (synthetic images S, real exemplars E):
 * ``"supervised"``: frozen EfficientNet-Lite0 ImageNet features (:mod:`helpers.models.pretrained`, 1280-d),
   reduced by PCA (fitted on the training images of both domains) to the same dimension as the SSL
   features, so that the heads have the same number of parameters on both backbones;
-* ``"vit"`` (only with a local checkpoint): a DINO / MoCo v3 ViT (:mod:`helpers.models.vit`), the paper's
-  kind of backbone, PCA-reduced the same way.
+* ``"vit"`` (only with a local checkpoint): a DINO / MoCo v3 / DINOv2 / DINOv3 ViT (:mod:`helpers.models.vit`),
+  the paper's kind of backbone, PCA-reduced the same way.
 
 A :class:`FeatureSet` holds the four blocks the study needs; retrieval follows AbC's protocol (cosine
 scores, one relevant gallery item per query: its exemplar) through :func:`helpers.retrieval.evaluate`.
@@ -83,7 +83,7 @@ def study_frozen_features(cfg, bench: AttributionBenchmark, backbone: str) -> tu
     """Features of a frozen pretrained backbone, PCA-reduced to ``cfg.feature_dim`` (cached).
 
     ``backbone="supervised"``: EfficientNet-Lite0 ImageNet features at ``cfg.pretrained_size`` px.
-    ``backbone="vit"``: the CLS features of the DINO / MoCo v3 ViT checkpoint at ``cfg.backbone_path``
+    ``backbone="vit"``: the CLS features of the ViT checkpoint (DINO, MoCo v3, DINOv2, DINOv3) at ``cfg.backbone_path``
     (:func:`helpers.models.vit.load_vit`) at ``cfg.vit_size`` px.
     The PCA is fitted on the training images of both domains (no test image).
 
@@ -98,7 +98,8 @@ def study_frozen_features(cfg, bench: AttributionBenchmark, backbone: str) -> tu
             return pretrained.lite0_features(model, images, size=cfg.pretrained_size, progress=True)
     elif backbone == "vit":
         if not cfg.backbone_path:
-            raise ValueError("the vit backbone needs BACKBONE_PATH: a local DINO / MoCo v3 ViT checkpoint")
+            raise ValueError("the vit backbone needs BACKBONE_PATH: a local DINO / MoCo v3 / DINOv2 / DINOv3 ViT "
+                             "checkpoint")
         model = vit.load_vit(cfg.backbone_path).to(cfg.device)
         fingerprint = state_fingerprint(model.state_dict())
 

@@ -115,7 +115,7 @@ def study_stage1(cfg, train: FacesSplit) -> tuple[diffca.Stage1, dict[str, list[
     """Diff-CA's stage 1 on the training images (cached, resumable): first the frozen latent codec (the stand-in
     for the paper's VAE and, without ``cfg.patch_encoder_path``, its DINOv3 patch features), then the token
     encoder and the flow-matching UNet in its latent space. With ``cfg.patch_encoder_path`` the tokens read the
-    patch features of that local DINOv2 / DINO checkpoint at ``cfg.patch_encoder_size`` px instead.
+    patch features of that local DINOv3 / DINOv2 / DINO checkpoint at ``cfg.patch_encoder_size`` px instead.
     ``history`` holds the codec's ``codec_loss`` and the generator's ``loss`` per step."""
     images = _fingerprint(images=train.images)
     codec_key = {"name": "diffca-codec", "seed": cfg.seed, "steps": cfg.codec_steps, "batch": cfg.codec_batch,

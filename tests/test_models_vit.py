@@ -1,4 +1,5 @@
-"""Tests for helpers.models.vit: rebuilding DINO / MoCo v3 ViT encoders from checkpoints written here."""
+"""Tests for helpers.models.vit: rebuilding DINO / MoCo v3 / DINOv2 / DINOv3 ViT encoders from checkpoints
+written here."""
 
 import pytest
 import torch
@@ -124,15 +125,91 @@ def test_dinov2_layout_matches_its_forward(tmp_path, registers, side):
     torch.testing.assert_close(patches.flatten(2).transpose(1, 2), expected[:, 1 + registers:], atol=1e-5, rtol=1e-4)
 
 
+def _tiny_dinov3_state(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random ViT in DINOv3's layout: patch 8, 2 heads of 32, four storage tokens, rotary periods (base 100),
+    layer scales, the masked key bias, a mask token."""
+    torch.manual_seed(seed)
+    model = vit.VisionTransformer(dim=64, depth=2, num_heads=2, patch=8, grid=0, hidden=128, layer_scale=True,
+                                  num_registers=4, rope=True, mask_k_bias=True)
+    state = {name: torch.randn_like(value) * 0.3 if name.endswith(("gamma", "_token", "tokens", "bias"))
+             else value for name, value in model.state_dict().items()}
+    state["storage_tokens"] = state.pop("register_tokens")
+    state["rope_embed.periods"] = 100.0 ** (2 * torch.arange(8) / 16)  # head_dim 32: 8 periods
+    for i in range(2):
+        state[f"blocks.{i}.attn.qkv.bias_mask"] = torch.cat([torch.ones(64), torch.zeros(64), torch.ones(64)])
+    state["mask_token"] = torch.zeros(1, 64)
+    return state
+
+
+def _dinov3_forward(state: dict[str, torch.Tensor], images: torch.Tensor, heads: int = 2) -> torch.Tensor:
+    """DINOv3's evaluation forward written out from the state dict, patch by patch: all normed tokens."""
+    f = torch.nn.functional
+    x = f.conv2d(images, state["patch_embed.proj.weight"], state["patch_embed.proj.bias"], stride=8)
+    side, dim = x.shape[-1], x.shape[1]
+    prefix = 1 + state["storage_tokens"].shape[1]
+    x = torch.cat([state["cls_token"].expand(len(x), -1, -1), state["storage_tokens"].expand(len(x), -1, -1),
+                   x.flatten(2).transpose(1, 2)], dim=1)
+    periods = state["rope_embed.periods"]
+    sin, cos = [], []
+    for row in range(side):
+        for col in range(side):
+            h, w = 2 * (row + 0.5) / side - 1, 2 * (col + 0.5) / side - 1
+            angles = torch.cat([2 * torch.pi * h / periods, 2 * torch.pi * w / periods])
+            sin.append(torch.cat([angles.sin(), angles.sin()]))
+            cos.append(torch.cat([angles.cos(), angles.cos()]))
+    sin, cos = torch.stack(sin), torch.stack(cos)
+
+    def rotate(t):  # (B, N, heads, c): rotate the patch tokens of every head
+        half = t.shape[-1] // 2
+        turned = torch.cat([-t[..., half:], t[..., :half]], dim=-1)
+        patches = t[:, prefix:] * cos[:, None] + turned[:, prefix:] * sin[:, None]
+        return torch.cat([t[:, :prefix], patches], dim=1)
+
+    for i in range(2):
+        p = {k[len(f"blocks.{i}."):]: v for k, v in state.items() if k.startswith(f"blocks.{i}.")}
+        h = f.layer_norm(x, (dim,), p["norm1.weight"], p["norm1.bias"], eps=1e-5)
+        qkv = f.linear(h, p["attn.qkv.weight"], p["attn.qkv.bias"] * p["attn.qkv.bias_mask"])
+        q, k, v = qkv.view(*x.shape[:2], 3, heads, -1).unbind(2)
+        q, k = rotate(q), rotate(k)
+        weights = torch.softmax(torch.einsum("bqhc,bkhc->bhqk", q, k) / (dim // heads) ** 0.5, dim=-1)
+        attended = torch.einsum("bhqk,bkhc->bqhc", weights, v).reshape(x.shape)
+        x = x + p["ls1.gamma"] * f.linear(attended, p["attn.proj.weight"], p["attn.proj.bias"])
+        h = f.gelu(f.linear(f.layer_norm(x, (dim,), p["norm2.weight"], p["norm2.bias"], eps=1e-5),
+                            p["mlp.fc1.weight"], p["mlp.fc1.bias"]))
+        x = x + p["ls2.gamma"] * f.linear(h, p["mlp.fc2.weight"], p["mlp.fc2.bias"])
+    return f.layer_norm(x, (dim,), state["norm.weight"], state["norm.bias"], eps=1e-5)
+
+
+@pytest.mark.parametrize("side", [24, 40])
+def test_dinov3_layout_matches_its_forward(tmp_path, side):
+    state = _tiny_dinov3_state()
+    torch.save(state, tmp_path / "dinov3_vits16_pretrain.pth")
+    model = vit.load_vit(tmp_path / "dinov3_vits16_pretrain.pth", num_heads=2)
+    assert model.rope and model.num_registers == 4 and not hasattr(model, "pos_embed")
+    x = torch.randn(2, 3, side, side, generator=torch_generator(3))
+    expected = _dinov3_forward(state, x)
+    torch.testing.assert_close(model(x), expected[:, 0], atol=1e-5, rtol=1e-4)
+    grid = side // 8
+    patches = model.patch_tokens(x)
+    assert patches.shape == (2, 64, grid, grid)
+    torch.testing.assert_close(patches.flatten(2).transpose(1, 2), expected[:, 5:], atol=1e-5, rtol=1e-4)
+    # The key bias is masked: changing it changes nothing.
+    state["blocks.0.attn.qkv.bias"][64:128] += 5.0
+    torch.save(state, tmp_path / "shifted.pth")
+    torch.testing.assert_close(vit.load_vit(tmp_path / "shifted.pth", num_heads=2)(x), model(x))
+
+
 def test_unsupported_layouts_are_named(tmp_path):
     state = _tiny_dinov2_state()
-    torch.save({**state, "storage_tokens": torch.zeros(1, 4, 64), "rope_embed.periods": torch.ones(8)},
-               tmp_path / "dinov3.pth")
-    with pytest.raises(ValueError, match="DINOv3"):
-        vit.load_vit(tmp_path / "dinov3.pth")
     torch.save({**state, "blocks.0.mlp.w12.weight": torch.zeros(2, 2)}, tmp_path / "giant.pth")
     with pytest.raises(ValueError, match="SwiGLU"):
         vit.load_vit(tmp_path / "giant.pth")
+    torch.save({**_tiny_dinov3_state(), "blocks.0.mlp.w1.weight": torch.zeros(2, 2)}, tmp_path / "plus.pth")
+    with pytest.raises(ValueError, match="SwiGLU"):
+        vit.load_vit(tmp_path / "plus.pth")
+    torch.save({**_tiny_dinov3_state(), "cls_norm.weight": torch.ones(64)}, tmp_path / "7b.pth")
+    with pytest.raises(ValueError, match="separate CLS norm"):
+        vit.load_vit(tmp_path / "7b.pth")
 
 
 def test_frozen_patches_read_images_in_the_generator_range(tmp_path):
@@ -145,5 +222,6 @@ def test_frozen_patches_read_images_in_the_generator_range(tmp_path):
     torch.testing.assert_close(features, model.patch_tokens(vit.preprocess((images + 1) / 2, 32)))
     patches.train()
     assert not patches.training and not any(p.requires_grad for p in patches.parameters())
-    with pytest.raises(ValueError, match="multiple of the ViT's patch 8"):
-        vit.FrozenPatches(model, size=30)
+    assert vit.FrozenPatches(model, size=30).size == 32  # rounded to whole patches of 8
+    assert vit.FrozenPatches(model, size=3).size == 8
+    assert vit.vit_features(model, images[:1] / 2 + 0.5, size=30).shape == (1, 64)
