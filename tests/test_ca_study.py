@@ -148,3 +148,30 @@ def test_study_stage1_reads_a_local_vit_checkpoint(splits, tmp_path, monkeypatch
     torch.testing.assert_close(again.state_dict(), model.state_dict())
     default, _ = cs.study_stage1(SimpleNamespace(**{**vars(cfg), "patch_encoder_path": ""}), splits[0])
     assert not isinstance(default.encoder.patches, vit.FrozenPatches)
+
+
+def test_full_preset_models_build_and_step(tmp_path, monkeypatch):
+    """The full scale's shapes (64 px faces, 16 × 16 latents, a three-level UNet, 16 tokens of width 64) run end to
+    end, one or two steps each, so a GPU run does not fail on a shape after hours."""
+    from types import SimpleNamespace
+
+    from helpers.config import resolve
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    full = resolve("04_diffca_training_swaps", SCALE="full", SEED=0, DEVICE="cpu")
+    steps = {f"{name}_steps": 2 for name in ("codec", "stage1", "separator", "splitter", "cvae", "probe")}
+    batches = {f"{name}_batch": 8 for name in ("codec", "stage1", "separator", "splitter", "cvae", "probe")}
+    cfg = SimpleNamespace(**{**full.values, **steps, **batches, "seed": 0, "device": "cpu", "patch_encoder_path": ""})
+    train = cs.faces_split(8, 8, full.image_size, seed=0)
+    stage1, _ = cs.study_stage1(cfg, train)
+    tokens = cs.tokens_of(stage1, train.images)
+    assert stage1.sample_shape == (full.codec_channels, 16, 16) and tokens.shape == (16, 16, 64)
+    assert diffca.decode(stage1, tokens[:2], steps=2, seed=0).shape == (2, 3, 64, 64)
+    sep, _ = cs.study_separator(cfg, tokens, train.y)
+    salient, common = sep.eval()(tokens)
+    assert salient.shape == (16, 64) and common.shape == (16, 16, 64)
+    cs.study_splitter(cfg, tokens, train.y)
+    contrastive_vae, _ = cs.study_cvae(cfg, train)
+    probe = cs.study_probe(cfg, train)
+    assert set(cs.probe_accuracy_on(probe, train.images, train)) == set(cs.FACTOR_NAMES)
+    assert contrastive_vae is not None

@@ -165,3 +165,27 @@ def test_study_vae_loads_a_saved_autoencoder(tmp_path, split):
         oripid.study_vae(_cfg(vae_path=str(sd_like), image_size=24), split)
     with pytest.raises(ValueError, match="IMAGE_SIZE=36 must be a multiple of 8: the trained VAE"):
         oripid.study_vae(_cfg(image_size=36), split)
+
+
+def test_full_preset_pipeline_runs_at_64_px(tmp_path, monkeypatch):
+    """The full scale's shapes (64 px origins, a 4 × 16 × 16 VAE, n = 1024, W of 1024 × 256) run end to end with one
+    step of each training, so a GPU run does not fail on a shape after hours."""
+    from helpers.config import resolve
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    full = resolve("02_origin_linear_transform", SCALE="full", SEED=0, DEVICE="cpu")
+    cfg = SimpleNamespace(**{**full.values, "seed": 0, "device": "cpu", "vae_path": "", "vae_steps": 1,
+                             "generator_steps": 1, "map_steps": 2, "cnn_steps": 2, "classifier_origins": 3})
+    split = oripid.make_origin_split(6, 4, 5, seed=0, image_size=full.image_size)
+    vae = oripid.study_vae(cfg, split)
+    generators = oripid.study_generators(cfg, vae, split)
+    queries = oripid.study_queries(cfg, generators, split)
+    assert all(q.shape == (4, 3, 64, 64) for q in queries.test.values())
+    rows, labels = oripid.stack_pairs(oripid.vae_embeddings(vae, split.train),
+                                      [oripid.vae_embeddings(vae, q) for q in queries.train[next(iter(generators))]])
+    assert rows.shape[1] == 4 * 16 * 16
+    linear, _ = oripid.study_map(cfg, "full-linear", rows, labels, out_dim=cfg.map_dim)
+    assert linear.matrix.shape == (1024, 256)
+    pixel_rows = oripid.flatten_pixels(torch.cat([split.train, split.train]))
+    cnn, _ = oripid.study_map(cfg, "full-cnn", pixel_rows, torch.arange(6).repeat(2), out_dim=8, pixels=True)
+    assert cnn(pixel_rows).shape == (12, 8)
