@@ -178,7 +178,7 @@ def test_full_preset_pipeline_runs_at_64_px(tmp_path, monkeypatch):
                              "generator_steps": 1, "map_steps": 2, "cnn_steps": 2, "classifier_origins": 3})
     split = oripid.make_origin_split(6, 4, 5, seed=0, image_size=full.image_size)
     vae = oripid.study_vae(cfg, split)
-    generators = oripid.study_generators(cfg, vae, split)
+    generators = oripid.study_generators(cfg, vae, split, specs=img2img.GENERATOR_SPECS[:2])  # seen + one unseen
     queries = oripid.study_queries(cfg, generators, split)
     assert all(q.shape == (4, 3, 64, 64) for q in queries.test.values())
     rows, labels = oripid.stack_pairs(oripid.vae_embeddings(vae, split.train),
