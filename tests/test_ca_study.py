@@ -139,9 +139,9 @@ def test_study_stage1_reads_a_local_vit_checkpoint(splits, tmp_path, monkeypatch
     cfg = SimpleNamespace(seed=0, device="cpu", codec_steps=2, codec_batch=16, codec_lr=1e-3, codec_channels=8,
                           stage1_steps=2, stage1_batch=16, stage1_lr=1e-3, token_dim=16, num_tokens=3,
                           unet_channels=(16, 32), patch_encoder_path=str(tmp_path / "dinov2.pth"),
-                          patch_encoder_size=16)
+                          patch_encoder_size=24)  # 3 × 3 patches from a 2 × 2 grid: interpolated
     model, history = cs.study_stage1(cfg, splits[0])
-    assert isinstance(model.encoder.patches, vit.FrozenPatches) and model.encoder.patches.size == 16
+    assert isinstance(model.encoder.patches, vit.FrozenPatches) and model.encoder.patches.size == 24
     assert len(history["loss"]) == 2
     # The same weights come back from the cache, and the codec-patch run is a different entry.
     again, _ = cs.study_stage1(cfg, splits[0])

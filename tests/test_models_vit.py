@@ -89,9 +89,12 @@ def _dinov2_forward(state: dict[str, torch.Tensor], images: torch.Tensor, heads:
     side, dim = x.shape[-1], x.shape[1]
     x = torch.cat([state["cls_token"].expand(len(x), -1, -1), x.flatten(2).transpose(1, 2)], dim=1)
     pos = state["pos_embed"]
-    if side != 4:  # DINOv2's interpolate_pos_encoding, interpolate_offset 0.1
+    if side != 4:  # DINOv2's interpolate_pos_encoding: offset 0.1, or (register models) offset 0 and antialiasing
         grid = pos[:, 1:].reshape(1, 4, 4, dim).permute(0, 3, 1, 2)
-        grid = f.interpolate(grid, scale_factor=((side + 0.1) / 4, (side + 0.1) / 4), mode="bicubic")
+        if "register_tokens" in state:
+            grid = f.interpolate(grid, size=(side, side), mode="bicubic", antialias=True)
+        else:
+            grid = f.interpolate(grid, scale_factor=((side + 0.1) / 4, (side + 0.1) / 4), mode="bicubic")
         pos = torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, -1, dim)], dim=1)
     x = x + pos
     if "register_tokens" in state:
@@ -110,7 +113,7 @@ def _dinov2_forward(state: dict[str, torch.Tensor], images: torch.Tensor, heads:
 
 
 @pytest.mark.parametrize("registers", [0, 4])
-@pytest.mark.parametrize("side", [32, 48])
+@pytest.mark.parametrize("side", [32, 48, 24])  # the trained 4 × 4 grid, a larger one and a smaller one
 def test_dinov2_layout_matches_its_forward(tmp_path, registers, side):
     state = _tiny_dinov2_state(registers)
     torch.save({"teacher": {f"backbone.{k}": v for k, v in state.items()}}, tmp_path / "dinov2.pth")

@@ -1,9 +1,10 @@
-"""Self-supervised ViT backbones (DINO, MoCo v3, DINOv2) from a local checkpoint, for the full scales.
+"""Self-supervised ViT backbones (DINO, MoCo v3, DINOv2, DINOv3) from a local checkpoint, for the full scales.
 
-Notebook 01's backbones are ViT-S/16 and ViT-B/16 trained by DINO or MoCo v3; notebook 04 reads the patch tokens
-of a DINOv2 ViT (Diff-CA uses DINOv3's). Their released checkpoints are plain state dicts in the timm/DeiT layout
-(``patch_embed.proj``, ``cls_token``, ``pos_embed``, ``blocks.{i}.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1,
-mlp.fc2}``, ``norm``), possibly nested under ``"state_dict"``, ``"model"`` or ``"teacher"`` and prefixed by
+Notebook 01's backbones are ViT-S/16 and ViT-B/16 trained by DINO or MoCo v3 (DINOv2 and DINOv3 load too);
+notebook 04 reads the patch tokens of a DINOv3 ViT as Diff-CA does (or of a DINOv2 or DINO one). Their released
+checkpoints are plain state dicts in the timm/DeiT layout (``patch_embed.proj``, ``cls_token``, ``pos_embed``,
+``blocks.{i}.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}``, ``norm``), possibly nested under
+``"state_dict"``, ``"model"`` or ``"teacher"`` and prefixed by
 ``module.``, ``backbone.`` or ``module.base_encoder.`` (MoCo v3). DINOv2 adds layer scales
 (``blocks.{i}.ls1.gamma``, ``ls2.gamma``), optional register tokens (``register_tokens``, placed after CLS) and
 a ``mask_token`` used only in training. DINOv3 (ViT-S/B/L/16) drops the learned position embeddings for axial
@@ -54,7 +55,7 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = nn.Module()
         self.attn.qkv = nn.Linear(dim, 3 * dim)
-        if mask_k_bias:  # DINOv3's LinearKMaskedBias: the checkpoint holds the mask (ones, zeros on the key third)
+        if mask_k_bias:  # DINOv3's LinearKMaskedBias: the bias times the checkpoint's mask
             self.attn.qkv.register_buffer("bias_mask", torch.ones(3 * dim))
         self.attn.proj = nn.Linear(dim, dim)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
@@ -122,10 +123,14 @@ class VisionTransformer(nn.Module):
         rope: DINOv3's rotary position embeddings (``rope_embed.periods``) instead of ``pos_embed`` (``grid`` is
             then unused), and its LayerNorm ε = 1e-5.
         mask_k_bias: DINOv3's mask on the qkv bias (``attn.qkv.bias_mask``).
+        interpolate_offset: added to the patch grid's side in the position embeddings' interpolation scale factor
+            (0.1 for DINO and DINOv2); 0 interpolates to the target size directly (DINOv2 with registers).
+        interpolate_antialias: antialias that interpolation (DINOv2 with registers).
     """
 
     def __init__(self, dim: int, depth: int, num_heads: int, patch: int, grid: int, hidden: int,
-                 layer_scale: bool = False, num_registers: int = 0, rope: bool = False, mask_k_bias: bool = False):
+                 layer_scale: bool = False, num_registers: int = 0, rope: bool = False, mask_k_bias: bool = False,
+                 interpolate_offset: float = 0.1, interpolate_antialias: bool = False):
         super().__init__()
         if dim % num_heads or (rope and dim // num_heads % 4):
             raise ValueError(f"dim {dim} must split into num_heads {num_heads} heads (of a multiple of 4 with rope)")
@@ -144,16 +149,23 @@ class VisionTransformer(nn.Module):
                                     for _ in range(depth))
         self.norm = nn.LayerNorm(dim, eps=eps)
         self.dim, self.patch, self.grid, self.num_registers, self.rope = dim, patch, grid, num_registers, rope
+        self.interpolate_offset, self.interpolate_antialias = interpolate_offset, interpolate_antialias
 
     def _positions(self, side: int) -> torch.Tensor:
-        """The position embeddings for a ``side × side`` patch grid: bicubic interpolation of the trained grid
-        with the scale factor ``(side + 0.1) / grid``, as DINO and DINOv2 compute it."""
+        """The position embeddings for a ``side × side`` patch grid: bicubic interpolation of the trained grid, as
+        DINO and DINOv2 compute it (scale factor ``(side + offset) / grid``, or the target size when the offset
+        is 0)."""
         if side == self.grid:
             return self.pos_embed
         cls, grid = self.pos_embed[:, :1], self.pos_embed[:, 1:]
         grid = grid.reshape(1, self.grid, self.grid, self.dim).permute(0, 3, 1, 2)
-        scale = (side + 0.1) / self.grid
-        grid = F.interpolate(grid, scale_factor=(scale, scale), mode="bicubic", align_corners=False)
+        if self.interpolate_offset:
+            scale = (side + self.interpolate_offset) / self.grid
+            target = {"scale_factor": (scale, scale)}
+        else:
+            target = {"size": (side, side)}
+        grid = F.interpolate(grid, mode="bicubic", align_corners=False, antialias=self.interpolate_antialias,
+                             **target)
         return torch.cat([cls, grid.permute(0, 2, 3, 1).reshape(1, side * side, self.dim)], dim=1)
 
     def _normed_tokens(self, images: torch.Tensor) -> torch.Tensor:
@@ -244,7 +256,10 @@ def load_vit(path: str | Path, num_heads: int | None = None) -> VisionTransforme
     model = VisionTransformer(dim, depth, num_heads or dim // 64 or 1, patch, grid,
                               state["blocks.0.mlp.fc1.weight"].shape[0],
                               layer_scale="blocks.0.ls1.gamma" in state, num_registers=registers, rope=rope,
-                              mask_k_bias="blocks.0.attn.qkv.bias_mask" in state)
+                              mask_k_bias="blocks.0.attn.qkv.bias_mask" in state,
+                              # DINOv2's register models are built with offset 0 and antialiasing (its hub code).
+                              interpolate_offset=0.0 if registers and not rope else 0.1,
+                              interpolate_antialias=bool(registers and not rope))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
@@ -253,11 +268,11 @@ def load_vit(path: str | Path, num_heads: int | None = None) -> VisionTransforme
 
 
 def patch_multiple(model: VisionTransformer, size: int) -> int:
-    """``size`` rounded to the nearest multiple of the model's patch (at least one patch): 64 px becomes 70 for
-    DINOv2's 14-px patches and stays 64 for 16-px ones."""
+    """``size`` rounded to the nearest multiple of the model's patch, halves up (at least one patch): 64 px becomes
+    70 for DINOv2's 14-px patches and stays 64 for 16-px ones."""
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
-    return max(1, round(size / model.patch)) * model.patch
+    return max(1, int(size / model.patch + 0.5)) * model.patch
 
 
 def preprocess(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -287,8 +302,8 @@ def vit_features(model: VisionTransformer, images: torch.Tensor, *, size: int = 
 class FrozenPatches(nn.Module):
     """A frozen ViT's patch features of images in [−1, 1]: (B, 3, S, S) → (B, dim, size/patch, size/patch).
 
-    Diff-CA's semantic tokens read the patch features of a frozen DINOv3; at the full scale this module puts a
-    local DINOv2 (or DINO) checkpoint in that place (:class:`helpers.diffca.TokenEncoder`'s ``patches``).
+    Diff-CA's semantic tokens read the patch features of a frozen DINOv3; this module puts a local DINOv3 (or
+    DINOv2, or DINO) checkpoint in that place (:class:`helpers.diffca.TokenEncoder`'s ``patches``).
 
     Args:
         model: from :func:`load_vit`.
