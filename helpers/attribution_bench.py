@@ -31,7 +31,7 @@ _SPLIT_SEED_OFFSET = 101  # notebook 01's crops differ from notebook 02's origin
 
 @dataclass(frozen=True)
 class AttributionBenchmark:
-    """Images ``(N, 3, 32, 32)`` in [0, 1].
+    """Images ``(N, 3, S, S)`` in [0, 1] (S: notebook 02's image size, 32 px at the small scale).
 
     Attributes:
         train_synthetic: domain S for training, ``views`` synthetic images of each training concept.

@@ -250,7 +250,7 @@ def study_generators(cfg, vae, split: OriginSplit,
     for spec in specs:
         key = {"name": f"oripid-generator-{spec.name}", "spec": spec.as_dict(), "seed": cfg.seed,
                "steps": cfg.generator_steps, "lr": cfg.generator_lr, "vae": state_fingerprint(vae.state_dict()),
-               "origins": len(split.train)}
+               "origins": len(split.train), "image_size": cfg.image_size}
 
         def train(checkpoint, spec=spec):
             generator = img2img.train_generator(spec, vae, split.train, seed=cfg.seed, num_steps=cfg.generator_steps,
@@ -273,11 +273,11 @@ class Queries:
     """Every translation the study needs (images in [0, 1], row ``i`` translates origin ``i`` of its set).
 
     Attributes:
-        train: ``{generator: [K tensors (num_train, 3, 32, 32)]}`` for the seen generator (K translations per
+        train: ``{generator: [K tensors (num_train, 3, S, S)]}`` for the seen generator (K translations per
             origin) and one set for the second generator (for W₂ of Theorem 2).
-        classifier: ``{generator: (classifier_origins, 3, 32, 32)}`` translations of the first training origins,
+        classifier: ``{generator: (classifier_origins, 3, S, S)}`` translations of the first training origins,
             the generator classifier's training set.
-        test: ``{generator: (num_test, 3, 32, 32)}`` translations of the test origins, the retrieval queries.
+        test: ``{generator: (num_test, 3, S, S)}`` translations of the test origins, the retrieval queries.
     """
 
     train: dict[str, list[torch.Tensor]]

@@ -380,6 +380,9 @@ def test_generators_follow_the_vae_s_image_and_latent_size(blocks, image_size, l
     assert generator.translate(images, [0, 1] * 3, seed=1).shape == images.shape
     with pytest.raises(ValueError, match=f"multiple of {2 ** (blocks - 1)}"):
         img2img.encode(vae, images[..., :-2, :-2])
+    factor = 2 ** (blocks - 1)
+    with pytest.raises(ValueError, match=f"takes 4×{latent_side}×{latent_side} \\({image_size} px images\\)"):
+        generator.translate(images[..., :-2 * factor, :-2 * factor], [0, 1] * 3, seed=1)
     with pytest.raises(ValueError, match="square"):
         img2img.decode(vae, latents[:, :-1])
 

@@ -374,8 +374,15 @@ class Img2ImgGenerator:
         return self.denoiser.config.num_class_embeds
 
     def latents(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Diffusion-space latents ``latent_scale · E(x)``, ``(N, C, h, w)``, of images ``(N, 3, S, S)``."""
-        _check_images(images, downsampling(self.vae))
+        """Diffusion-space latents ``latent_scale · E(x)``, ``(N, C, h, w)``, of images ``(N, 3, S, S)``; S must be
+        the size the denoiser was built for."""
+        factor = downsampling(self.vae)
+        _check_images(images, factor)
+        config, side = self.denoiser.config, images.shape[-1] // factor
+        if (self.vae.config.latent_channels, side) != (config.in_channels, config.sample_size):
+            raise ValueError(f"images of {images.shape[-1]} px give {self.vae.config.latent_channels}×{side}×{side} "
+                             f"latents; this generator's denoiser takes {config.in_channels}×{config.sample_size}×"
+                             f"{config.sample_size} ({config.sample_size * factor} px images)")
         return self.latent_scale * _posterior_latents(self.vae, images, generator, self.sample_posterior)
 
     def timesteps(self, scheduler=None) -> torch.Tensor:
