@@ -416,7 +416,8 @@ def ssim(images: torch.Tensor, reference: torch.Tensor) -> float:
     return float(np.mean(scores))
 
 
-def feature_distances(candidates: dict[str, torch.Tensor], reference: torch.Tensor, num_images: int) -> pd.Series:
+def feature_distances(candidates: dict[str, torch.Tensor], reference: torch.Tensor, num_images: int,
+                      device: str | torch.device = "cpu") -> pd.Series:
     """Mean perceptual distance to ``reference`` of each set of candidate images (LPIPS-style, unweighted, on
     EfficientNet-Lite0's ImageNet features at 64 px: :func:`helpers.models.pretrained.feature_distance`).
 
@@ -424,6 +425,7 @@ def feature_distances(candidates: dict[str, torch.Tensor], reference: torch.Tens
         candidates: name → images (N, 3, S, S) in [−1, 1], row i compared with ``reference[i]``.
         reference: (N, 3, S, S) in [−1, 1].
         num_images: evenly spaced rows used (the metric costs a 64 px network pass per image).
+        device: where the network runs.
 
     Returns:
         name → mean distance (0 for identical images).
@@ -431,7 +433,7 @@ def feature_distances(candidates: dict[str, torch.Tensor], reference: torch.Tens
     if not 0 < num_images <= len(reference):
         raise ValueError(f"num_images must lie in 1..{len(reference)}, got {num_images}")
     rows = torch.as_tensor(np.linspace(0, len(reference) - 1, num_images).round().astype(np.int64))
-    lite0 = pretrained.efficientnet_lite0()
+    lite0 = pretrained.efficientnet_lite0().to(device)
 
     def maps(images: torch.Tensor) -> list[torch.Tensor]:
         return pretrained.lite0_unit_maps(lite0, ((images[rows] + 1) / 2).clamp(0, 1))

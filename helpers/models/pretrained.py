@@ -68,24 +68,27 @@ def lite0_features(model: nn.Module, images: torch.Tensor, *, size: int = 128, b
     Returns:
         ``(N, 1280)`` float32 features on the CPU.
     """
+    chunks = [_head_preactivation(model, x).mean((2, 3)).cpu()
+              for x in _network_inputs(model, images, size, batch_size, progress)]
+    return torch.cat(chunks) if chunks else torch.empty(0, LITE0_FEATURES)
+
+
+def _network_inputs(model: nn.Module, images: torch.Tensor, size: int, batch_size: int, progress: bool = False):
+    """Check ``images`` (N, 3, H, W) in [0, 1] and ``size``; return an iterator over batches resized to ``size``
+    px, mapped to [−1, 1] and moved to the model's device."""
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be a (N, 3, H, W) tensor, got {getattr(images, 'shape', type(images))}")
     if size < 32:
         raise ValueError(f"size must be at least 32 (five stride-2 stages), got {size}")
     device = next(model.parameters()).device
-    chunks = []
-    for chunk in tqdm(images.split(batch_size), desc="EfficientNet-Lite0", disable=not progress):
-        x = F.interpolate(chunk.to(device, torch.float32), size=(size, size), mode="bilinear", align_corners=False)
-        chunks.append(_head_preactivation(model, 2 * x - 1).mean((2, 3)).cpu())
-    return torch.cat(chunks) if chunks else torch.empty(0, LITE0_FEATURES)
+    chunks = tqdm(images.split(batch_size), desc="EfficientNet-Lite0", disable=not progress)
+    return (2 * F.interpolate(chunk.to(device, torch.float32), size=(size, size), mode="bilinear",
+                              align_corners=False) - 1 for chunk in chunks)
 
 
 def _head_preactivation(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``EfficientNet.extract_features`` without the final activation (eval mode: no drop-connect)."""
-    x = model._swish(model._bn0(model._conv_stem(x)))
-    for block in model._blocks:
-        x = block(x)
-    return model._bn1(model._conv_head(x))
+    return model._bn1(model._conv_head(lite0_stage_maps(model, x)[-1]))
 
 
 def lite0_stage_maps(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
@@ -113,17 +116,10 @@ def lite0_unit_maps(model: nn.Module, images: torch.Tensor, *, size: int = 64,
     Returns:
         Five ``(N, C_l, H_l, W_l)`` float32 tensors on the CPU.
     """
-    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3 or not len(images):
-        raise ValueError(f"images must be a non-empty (N, 3, H, W) tensor, got "
-                         f"{getattr(images, 'shape', type(images))}")
-    if size < 32:
-        raise ValueError(f"size must be at least 32 (five stride-2 stages), got {size}")
-    device = next(model.parameters()).device
-    per_batch = []
-    for chunk in images.split(batch_size):
-        x = F.interpolate(chunk.to(device, torch.float32), size=(size, size), mode="bilinear", align_corners=False)
-        stages = lite0_stage_maps(model, 2 * x - 1)
-        per_batch.append([(m / (m.norm(dim=1, keepdim=True) + 1e-10)).cpu() for m in stages])
+    if isinstance(images, torch.Tensor) and not len(images):
+        raise ValueError("images must be a non-empty (N, 3, H, W) tensor, got none")
+    per_batch = [[(m / (m.norm(dim=1, keepdim=True) + 1e-10)).cpu() for m in lite0_stage_maps(model, x)]
+                 for x in _network_inputs(model, images, size, batch_size)]
     return [torch.cat(stage) for stage in zip(*per_batch, strict=True)]
 
 
