@@ -150,10 +150,11 @@ def load_records(directory: Path | None = None) -> list[dict[str, Any]]:
 def aggregate_seeds(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Summary over runs of one notebook at one scale that differ only in their seed.
 
-    Returns ``{"notebook", "scale", "seeds", "metrics": {name: {mean, std, min, max, n}}, "claims": {id: {held,
-    runs, claim}}}``. A metric's statistics use only the seeds that recorded it (``n``); ``std`` is the sample
-    standard deviation (0 for a single value). A claim counts the seeds in which it held out of those that
-    recorded it.
+    Returns ``{"notebook", "scale", "seeds", "commits", "metrics": {name: {mean, std, min, max, n}}, "claims":
+    {id: {held, runs, claim}}}``. ``commits`` lists the distinct commits the runs were made at (seed order): more
+    than one means a difference may come from the code as well as from the seed. A metric's statistics use only
+    the seeds that recorded it (``n``); ``std`` is the sample standard deviation (0 for a single value). A claim
+    counts the seeds in which it held out of those that recorded it.
     """
     if not records:
         raise ValueError("no results to aggregate")
@@ -178,32 +179,45 @@ def aggregate_seeds(records: list[dict[str, Any]]) -> dict[str, Any]:
         metrics[name] = {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
                          "min": float(arr.min()), "max": float(arr.max()), "n": len(arr)}
     notebook, scale = keys.pop()
-    return {"notebook": notebook, "scale": scale, "seeds": sorted(seeds), "metrics": metrics, "claims": claims}
+    commits = list(dict.fromkeys(r.get("git_sha", "unknown") for r in sorted(records, key=lambda r: r["seed"])))
+    return {"notebook": notebook, "scale": scale, "seeds": sorted(seeds), "commits": commits, "metrics": metrics,
+            "claims": claims}
+
+
+def _by_notebook_and_scale(records: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The records grouped by (notebook, scale), each group in seed order (as :func:`load_records` sorts)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault((record["notebook"], record["scale"]), []).append(record)
+    return groups
 
 
 def summary_markdown(directory: Path | None = None) -> str:
     """A markdown table of the claims in ``directory`` (default ``results/``).
 
     Each notebook and scale shows its lowest seed's run; when other seeds ran too, the last column counts the
-    seeds in which each claim held.
+    seeds in which each claim held (the context line says when they ran at different commits).
     """
     records = load_records(directory)
     if not records:
         return "_No notebook has recorded results yet: run `make notebooks`._"
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for record in records:
-        groups.setdefault((record["notebook"], record["scale"]), []).append(record)
+    groups = _by_notebook_and_scale(records)
     lines = ["| notebook | claim | paper | measured | holds | seeds holding |", "|---|---|---|---|---|---|"]
     context = []
     for (notebook, scale), runs in groups.items():
         shown = runs[0]
         name = notebook if scale == "small" else f"{notebook}@{scale}"
         held = sum(c["holds"] for c in shown["claims"])
-        seeds = f", seeds {', '.join(str(r['seed']) for r in runs[1:])} also ran" if len(runs) > 1 else ""
+        summary = aggregate_seeds(runs) if len(runs) > 1 else None
+        seeds = ""
+        if summary is not None:
+            seeds = f", seeds {', '.join(str(r['seed']) for r in runs[1:])} also ran"
+            if len(summary["commits"]) > 1:
+                seeds += f" (at {len(summary['commits'])} commits: {', '.join(c[:12] for c in summary['commits'])})"
         context.append(f"- `{name}`: {held}/{len(shown['claims'])} claims hold at scale `{scale}`, seed "
                        f"{shown['seed']}, {shown['device']}, {shown['runtime_s']:.0f} s, commit "
                        f"`{shown['git_sha'][:12]}`{seeds}")
-        across = aggregate_seeds(runs)["claims"] if len(runs) > 1 else {}
+        across = summary["claims"] if summary is not None else {}
         for c in shown["claims"]:
             count = f"{across[c['id']]['held']}/{across[c['id']]['runs']}" if across else ""
             cells = [name, c["claim"], c["paper"], c["measured"], "yes" if c["holds"] else "**no**", count]
@@ -213,17 +227,17 @@ def summary_markdown(directory: Path | None = None) -> str:
 
 def write_seed_summaries(directory: Path | None = None) -> list[Path]:
     """Write ``<directory>/seeds/<notebook>@<scale>.json`` (:func:`aggregate_seeds`) for every notebook and scale
-    that ran with more than one seed; return the paths written."""
+    that ran with more than one seed, and remove summaries left from runs that are gone; return the paths
+    written."""
     folder = Path(directory) if directory is not None else results_dir()
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for record in load_records(folder):
-        groups.setdefault((record["notebook"], record["scale"]), []).append(record)
     written = []
-    for (notebook, scale), runs in groups.items():
+    for (notebook, scale), runs in _by_notebook_and_scale(load_records(folder)).items():
         if len(runs) > 1:
             path = folder / "seeds" / f"{notebook}@{scale}.json"
             write_atomic(path, (json.dumps(aggregate_seeds(runs), indent=2) + "\n").encode())
             written.append(path)
+    for stale in set((folder / "seeds").glob("*.json")) - set(written):
+        stale.unlink()
     return written
 
 

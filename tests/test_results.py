@@ -112,3 +112,18 @@ def test_aggregate_seeds_rejects_mixed_or_duplicate_runs(tmp_path):
     (tmp_path / "other.json").write_text('{"notebook": "x"}')
     with pytest.raises(ValueError, match="not a results file"):
         load_records(tmp_path)
+
+
+def test_seed_summaries_name_mixed_commits_and_drop_stale_files(tmp_path):
+    for seed in (0, 1):
+        path = _seed_run(seed, 0.95, True).write(tmp_path)
+        record = json.loads(path.read_text())
+        record["git_sha"] = f"{seed}" * 40  # as if each seed ran at another commit
+        path.write_text(json.dumps(record))
+    assert aggregate_seeds(load_records(tmp_path))["commits"] == ["0" * 40, "1" * 40]
+    assert f"(at 2 commits: {'0' * 12}, {'1' * 12})" in summary_markdown(tmp_path)
+    stale = tmp_path / "seeds" / "99_gone@small.json"
+    stale.parent.mkdir(exist_ok=True)
+    stale.write_text("{}")
+    assert write_seed_summaries(tmp_path) == [tmp_path / "seeds" / "00_demo@small.json"]
+    assert not stale.exists()
