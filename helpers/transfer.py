@@ -358,6 +358,30 @@ def evaluate(grid: FactorGrid, represent: Represent, rng: np.random.Generator, s
     return {"omes": default, "sweep": sweep, "peers": values, "pairs": pairs}
 
 
+def evaluate_known_answers(grid: FactorGrid, settings: EvalSettings, rng: np.random.Generator,
+                           noise: float = 0.05, duplicate: str | None = None,
+                           mix: tuple[str, str] | None = None,
+                           peers: tuple[str, ...] = PEER_METRICS) -> dict[str, dict]:
+    """:func:`evaluate` of every :data:`KNOWN_ANSWERS` code, all on the same factor rows.
+
+    Each code draws its rotation and noise from its own stream of ``rng``; the evaluation of every code starts
+    from one common seed, so OMES sees the same intervention pairs (and the peer metrics the same samples) for
+    all of them. The differences between codes are then the codes' doing, not the sampling noise of ~1/√pairs
+    in each correlation (common random numbers).
+
+    Returns:
+        ``{kind: evaluate(...) result}`` in the order of :data:`KNOWN_ANSWERS`.
+    """
+    code_seeds = rng.integers(2**63, size=len(KNOWN_ANSWERS))
+    evaluation_seed = int(rng.integers(2**63))
+    results = {}
+    for kind, code_seed in zip(KNOWN_ANSWERS, code_seeds, strict=True):
+        represent = known_answer_representation(kind, grid, np.random.default_rng(code_seed), noise=noise,
+                                                duplicate=duplicate, mix=mix)
+        results[kind] = evaluate(grid, represent, np.random.default_rng(evaluation_seed), settings, peers)
+    return results
+
+
 def factor_accuracy(codes: np.ndarray, factors: np.ndarray, rng: np.random.Generator, classifier: str = "gbt",
                     dims: dict[int, int | None] | None = None) -> np.ndarray:
     """Accuracy of predicting each factor from the codes: 2/3 of the rows train, 1/3 test.

@@ -98,6 +98,30 @@ def test_known_answers_have_the_structure_they_claim():
         transfer.known_answer_representation("mixed", grid, np.random.default_rng(0), mix=("shape", "shape"))
 
 
+def test_known_answers_are_scored_on_common_pairs():
+    grid = transfer.make_dataset("dsprites", 16, KEEP).grid
+    settings = transfer.EvalSettings(omes_pairs=300, peer_points=20, peer_batch=4, dci_points=20,
+                                     classifier_points=30)
+    results = transfer.evaluate_known_answers(grid, settings, np.random.default_rng(4), noise=0.0,
+                                              duplicate="pos_x", mix=("pos_x", "pos_y"), peers=("MIG",))
+    assert list(results) == list(transfer.KNOWN_ANSWERS)
+    kx = grid.index("pos_x")
+    # Noise-free codes on the same factor rows: the duplicated code's first K columns are the oracle's codes,
+    # so the x association is identical and duplication moves only the pooling, never the sample.
+    for (oracle_a, oracle_b), (dup_a, dup_b) in zip(results["oracle"]["pairs"], results["duplicated"]["pairs"],
+                                                    strict=True):
+        np.testing.assert_array_equal(dup_a[:, :grid.num_factors], oracle_a)
+        np.testing.assert_array_equal(dup_b[:, -1], oracle_b[:, kx])
+    oracle, dup = results["oracle"]["omes"], results["duplicated"]["omes"]
+    assert dup.association[kx, kx] == oracle.association[kx, kx] == dup.association[-1, kx]
+    assert dup.multiple_encoding[kx] < oracle.multiple_encoding[kx] - 0.05
+    assert dup.overlap[kx] >= oracle.overlap[kx] - 1e-12
+    again = transfer.evaluate_known_answers(grid, settings, np.random.default_rng(4), noise=0.0,
+                                            duplicate="pos_x", mix=("pos_x", "pos_y"), peers=("MIG",))
+    assert again["rotated"]["omes"].score == results["rotated"]["omes"].score
+    assert again["mixed"]["peers"] == results["mixed"]["peers"]
+
+
 @pytest.mark.parametrize("method", transfer.METHODS)
 def test_training_is_cached_deterministic_and_fine_tunable(tmp_path, monkeypatch, method):
     dataset = transfer.make_dataset("dsprites", 16, KEEP)
