@@ -113,6 +113,7 @@ def test_known_answers_are_scored_on_common_pairs():
         np.testing.assert_array_equal(dup_a[:, :grid.num_factors], oracle_a)
         np.testing.assert_array_equal(dup_b[:, -1], oracle_b[:, kx])
     oracle, dup = results["oracle"]["omes"], results["duplicated"]["omes"]
+    assert results["exact"]["omes"].score == oracle.score  # without noise the oracle is the exact code
     assert dup.association[kx, kx] == oracle.association[kx, kx] == dup.association[-1, kx]
     assert dup.multiple_encoding[kx] < oracle.multiple_encoding[kx] - 0.05
     assert dup.overlap[kx] >= oracle.overlap[kx] - 1e-12
