@@ -136,7 +136,7 @@ def known_answer_representation(kind: str, grid: FactorGrid, rng: np.random.Gene
 
     Each factor is standardised (zero mean, unit variance over its values); then
 
-    - ``"exact"``: one dimension per factor, no noise (the best OMES any code can reach on ``grid``);
+    - ``"exact"``: one dimension per factor, no noise (the OMES ceiling of ``grid``: see the notebook);
     - ``"oracle"``: one dimension per factor, plus ``noise``·N(0, 1);
     - ``"rotated"``: the oracle times a fixed random rotation (every dimension mixes every factor);
     - ``"duplicated"``: the oracle plus a second copy of factor ``duplicate`` (compactness broken);
