@@ -25,6 +25,7 @@ from helpers.data.factors import FactorGrid, coarsen
 from helpers.data.loaders import load_dsprites_npz
 from helpers.metrics._common import Represent, sklearn_seed
 from helpers.models.vae import VAE, VAEConfig, beta_vae_loss, group_vae_loss
+from helpers.parallel import fit_all
 from helpers.runtime import seeded
 from helpers.training import fit
 
@@ -400,25 +401,44 @@ def factor_accuracy(codes: np.ndarray, factors: np.ndarray, rng: np.random.Gener
     Returns:
         ``(K,)`` test accuracies.
     """
-    if classifier not in CLASSIFIERS:
-        raise ValueError(f"unknown classifier {classifier!r}; valid: {', '.join(CLASSIFIERS)}")
-    order = rng.permutation(len(codes))
-    train, test = order[: 2 * len(codes) // 3], order[2 * len(codes) // 3:]
-    accuracies = np.zeros(factors.shape[1])
-    for k in range(factors.shape[1]):
-        columns = list(range(codes.shape[1])) if dims is None else ([] if dims[k] is None else [dims[k]])
-        y_train, y_test = factors[train, k], factors[test, k]
-        if not columns:
-            accuracies[k] = np.mean(y_test == np.bincount(y_test).argmax())
-            continue
-        if classifier == "gbt":
-            model = HistGradientBoostingClassifier(max_iter=100, early_stopping=True, n_iter_no_change=5,
-                                                   random_state=sklearn_seed(rng))
-        else:
-            model = MLPClassifier(hidden_layer_sizes=(256, 256), max_iter=200, early_stopping=True,
-                                  random_state=sklearn_seed(rng))
-        model.fit(codes[train][:, columns], y_train)
-        accuracies[k] = model.score(codes[test][:, columns], y_test)
+    return factor_accuracies(codes, factors, rng, [(classifier, dims)])[0]
+
+
+def factor_accuracies(codes: np.ndarray, factors: np.ndarray, rng: np.random.Generator,
+                      variants: list[tuple[str, dict[int, int | None] | None]]) -> list[np.ndarray]:
+    """:func:`factor_accuracy` for several ``(classifier, dims)`` variants, all classifiers fitted at once.
+
+    Draws from ``rng`` exactly as consecutive :func:`factor_accuracy` calls would (each variant its own
+    split), so the numbers do not depend on how the calls are grouped; the fits run in parallel
+    (:func:`helpers.parallel.fit_all`).
+
+    Returns:
+        one ``(K,)`` array of test accuracies per variant.
+    """
+    for classifier, _ in variants:
+        if classifier not in CLASSIFIERS:
+            raise ValueError(f"unknown classifier {classifier!r}; valid: {', '.join(CLASSIFIERS)}")
+    accuracies = [np.zeros(factors.shape[1]) for _ in variants]
+    tasks, slots = [], []
+    for index, (classifier, dims) in enumerate(variants):
+        order = rng.permutation(len(codes))
+        train, test = order[: 2 * len(codes) // 3], order[2 * len(codes) // 3:]
+        for k in range(factors.shape[1]):
+            columns = list(range(codes.shape[1])) if dims is None else ([] if dims[k] is None else [dims[k]])
+            if not columns:
+                y_test = factors[test, k]
+                accuracies[index][k] = np.mean(y_test == np.bincount(y_test).argmax())
+                continue
+            if classifier == "gbt":
+                model = HistGradientBoostingClassifier(max_iter=100, early_stopping=True, n_iter_no_change=5,
+                                                       random_state=sklearn_seed(rng))
+            else:
+                model = MLPClassifier(hidden_layer_sizes=(256, 256), max_iter=200, early_stopping=True,
+                                      random_state=sklearn_seed(rng))
+            tasks.append((model, codes[train][:, columns], factors[train, k]))
+            slots.append((index, k, codes[test][:, columns], factors[test, k]))
+    for model, (index, k, x_test, y_test) in zip(fit_all(tasks), slots, strict=True):
+        accuracies[index][k] = model.score(x_test, y_test)
     return accuracies
 
 
@@ -442,9 +462,11 @@ def evaluate_on_target(model: VAE, source: FactorDataset, target: FactorDataset,
     factors = target.grid.sample(settings.classifier_points, rng)
     codes = represent(factors)
     dims = metrics.association_map(result["omes"])
-    for classifier in CLASSIFIERS:
-        row[f"{classifier}_all"] = float(factor_accuracy(codes, factors, rng, classifier).mean())
-        row[f"{classifier}_pruned"] = float(factor_accuracy(codes, factors, rng, classifier, dims).mean())
+    variants = {f"{classifier}_{inputs}": (classifier, None if inputs == "all" else dims)
+                for classifier in CLASSIFIERS for inputs in ("all", "pruned")}
+    for name, accuracy in zip(variants, factor_accuracies(codes, factors, rng, list(variants.values())),
+                              strict=True):
+        row[name] = float(accuracy.mean())
     return row
 
 

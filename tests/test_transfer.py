@@ -185,3 +185,14 @@ def test_factor_accuracy_on_a_perfect_and_an_empty_code():
     assert pruned[0] > 0.95 and pruned[1] < 0.5
     with pytest.raises(ValueError, match="unknown classifier"):
         transfer.factor_accuracy(codes, factors, rng, "svm")
+
+
+def test_grouped_factor_accuracies_equal_consecutive_calls():
+    rng = np.random.default_rng(0)
+    factors = np.stack([rng.integers(0, 3, 150), rng.integers(0, 4, 150)], axis=1)
+    codes = factors + 0.5 * rng.normal(size=factors.shape)
+    variants = [("gbt", None), ("mlp", {0: 1, 1: None})]
+    grouped = transfer.factor_accuracies(codes, factors, np.random.default_rng(7), variants)
+    one_rng = np.random.default_rng(7)
+    separate = [transfer.factor_accuracy(codes, factors, one_rng, *variant) for variant in variants]
+    np.testing.assert_array_equal(np.stack(grouped), np.stack(separate))

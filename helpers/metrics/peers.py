@@ -51,6 +51,7 @@ from helpers.metrics._common import (
     represent_factors,
     sklearn_seed,
 )
+from helpers.parallel import fit_all
 
 #: disentanglement_lib's ``discretizer.num_bins``.
 NUM_BINS = 20
@@ -472,9 +473,9 @@ def dci(
     num_dims, num_factors = codes_train.shape[1], factors_train.shape[1]
     importance = np.zeros((num_dims, num_factors))
     train_accuracy, test_accuracy = np.zeros(num_factors), np.zeros(num_factors)
-    for k in range(num_factors):
-        model = GradientBoostingClassifier(random_state=sklearn_seed(rng))
-        model.fit(codes_train, factors_train[:, k])
+    models = fit_all([(GradientBoostingClassifier(random_state=sklearn_seed(rng)), codes_train, factors_train[:, k])
+                      for k in range(num_factors)])
+    for k, model in enumerate(models):
         importance[:, k] = np.abs(model.feature_importances_)
         train_accuracy[k] = np.mean(model.predict(codes_train) == factors_train[:, k])
         test_accuracy[k] = np.mean(model.predict(codes_test) == factors_test[:, k])
