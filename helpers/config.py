@@ -184,7 +184,7 @@ NOTEBOOKS["03_omes_transfer"] = NotebookSpec(
             "image_size": 32, "widths": (16, 32, 64), "keep": {"orientation": 10, "pos_x": 8, "pos_y": 8},
             "source_steps": 700, "finetune_steps": 200, "lr": 3e-3, "batch_size": 64, "beta": 1.0,
             "omes_pairs": 1000, "peer_points": 200, "peer_batch": 16, "dci_points": 200,
-            "classifier_points": 1500, "transfer_peers": ("BetaVAE", "FactorVAE", "MIG", "SAP", "Modularity"),
+            "classifier_points": 1000, "transfer_peers": ("BetaVAE", "FactorVAE", "MIG", "SAP", "Modularity"),
         },
         # The paper's settings where feasible: 64 px, the official encoder, the full grid, Adam 1e-4.
         "full": {
