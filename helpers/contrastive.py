@@ -28,7 +28,7 @@ from torch import nn
 from helpers.cache import Checkpoint
 from helpers.checks import check_matrix
 from helpers.runtime import seeded
-from helpers.training import fit
+from helpers.training import adam, fit
 
 
 def _broadcast_salient(salient: torch.Tensor, common: torch.Tensor) -> torch.Tensor:
@@ -461,6 +461,6 @@ def train_splitter(z: torch.Tensor, y: torch.Tensor, *, steps: int, batch_size: 
     def loss_fn(net, batch, generator):
         return splitter_loss(net, *batch, weight_mmd=weight_mmd)
 
-    history = fit(model, torch.optim.Adam(model.parameters(), lr=lr), loss_fn, make_batch, steps, seed=seed,
+    history = fit(model, adam(model.parameters(), lr), loss_fn, make_batch, steps, seed=seed,
                   checkpoint=checkpoint, desc="latent splitter")
     return model.eval(), history

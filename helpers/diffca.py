@@ -17,7 +17,7 @@ from torch import nn
 from helpers.cache import Checkpoint
 from helpers.models import flow
 from helpers.runtime import seeded
-from helpers.training import fit
+from helpers.training import adam, fit
 
 
 def patch_convolutions(channels: int) -> nn.Sequential:
@@ -61,7 +61,7 @@ def train_codec(images: torch.Tensor, *, steps: int, batch_size: int, lr: float,
     def loss_fn(net: LatentCodec, batch: torch.Tensor, generator: torch.Generator):
         return (net.decoder(net.encoder(batch)) - batch).pow(2).mean(), {}
 
-    history = fit(codec, torch.optim.AdamW(codec.parameters(), lr=lr), loss_fn, make_batch, steps, seed=seed,
+    history = fit(codec, adam(codec.parameters(), lr, decoupled=True), loss_fn, make_batch, steps, seed=seed,
                   checkpoint=checkpoint, desc="latent codec")
     with torch.no_grad():
         codec.scale.fill_(float(torch.cat([codec.encoder(images[i:i + 1000])
@@ -160,7 +160,7 @@ def train_stage1(images: torch.Tensor, *, steps: int, batch_size: int, lr: float
         return flow.flow_matching_loss(net.velocity, targets, net.encoder(batch), generator, ot=ot), {}
 
     trainable = [p for p in model.parameters() if p.requires_grad]
-    history = fit(model, torch.optim.AdamW(trainable, lr=lr), loss_fn, make_batch, steps, seed=seed,
+    history = fit(model, adam(trainable, lr, decoupled=True), loss_fn, make_batch, steps, seed=seed,
                   checkpoint=checkpoint, desc="Diff-CA stage 1")
     return model.eval(), history
 
@@ -241,6 +241,6 @@ def train_factor_probe(images: torch.Tensor, labels: dict[str, torch.Tensor], *,
         return sum(losses.values()), {name: value.item() for name, value in losses.items()}
 
     trainable = [p for p in model.parameters() if p.requires_grad]
-    history = fit(model, torch.optim.AdamW(trainable, lr=lr), loss_fn, make_batch, steps, seed=seed,
+    history = fit(model, adam(trainable, lr, decoupled=True), loss_fn, make_batch, steps, seed=seed,
                   checkpoint=checkpoint, desc="factor probe")
     return model.eval(), history

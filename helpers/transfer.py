@@ -27,7 +27,7 @@ from helpers.metrics._common import Represent, sklearn_seed
 from helpers.models.vae import VAE, VAEConfig, beta_vae_loss, group_vae_loss
 from helpers.parallel import fit_all
 from helpers.runtime import seeded
-from helpers.training import fit
+from helpers.training import adam, fit
 
 DATASET_NAMES = ("dsprites", "color_dsprites", "noisy_dsprites", "shapes3d", "realistic")
 KNOWN_ANSWERS = ("exact", "oracle", "rotated", "duplicated", "mixed", "noise")
@@ -267,7 +267,7 @@ def train_vae(dataset: FactorDataset, method: str, settings: TrainSettings, seed
         if init is not None:
             model.load_state_dict(init["state"])
         model.to(device, memory_format=torch.channels_last)
-        optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+        optimizer = adam(model.parameters(), settings.lr)
         loss_fn, make_batch = vae_loss_and_batches(dataset, method, settings, device)
         history = fit(model, optimizer, loss_fn, make_batch, settings.steps, seed=seed, checkpoint=checkpoint,
                       checkpoint_every=settings.checkpoint_every, grad_clip=1.0, desc=key["name"])

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from helpers.cache import Checkpoint
-from helpers.training import fit
+from helpers.training import adam, fit
 
 TRUE_W = torch.tensor([[2.0, -1.0, 0.5]])
 
@@ -60,3 +60,20 @@ def test_bad_step_counts():
     model, optimizer = _problem()
     with pytest.raises(ValueError, match="num_steps"):
         fit(model, optimizer, _loss, _batch, 0, seed=0)
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_fused_adam_steps_like_the_per_tensor_loop(decoupled):
+    reference_class = torch.optim.AdamW if decoupled else torch.optim.Adam
+    torch.manual_seed(0)
+    fused_params = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(7))]
+    loop_params = [torch.nn.Parameter(p.detach().clone()) for p in fused_params]
+    fused, loop = adam(fused_params, 0.1, decoupled=decoupled), reference_class(loop_params, lr=0.1, foreach=False)
+    assert type(fused) is reference_class and fused.defaults["fused"]
+    for _ in range(3):
+        for params, optimizer in ((fused_params, fused), (loop_params, loop)):
+            optimizer.zero_grad()
+            sum((p**3).sum() for p in params).backward()
+            optimizer.step()
+    for a, b in zip(fused_params, loop_params, strict=True):
+        torch.testing.assert_close(a, b)

@@ -21,7 +21,7 @@ from torch import nn
 from helpers import contrastive as ca
 from helpers.cache import Checkpoint
 from helpers.runtime import seeded
-from helpers.training import fit
+from helpers.training import adam, fit
 
 
 def _encoder(image_size: int, channels: int, out_dim: int) -> nn.Sequential:
@@ -127,6 +127,6 @@ def train_cvae(images: torch.Tensor, y: torch.Tensor, *, steps: int, batch_size:
         return cvae_loss(net, *batch, generator, weight_background=weight_background,
                          weight_salient=weight_salient)
 
-    history = fit(model, torch.optim.Adam(model.parameters(), lr=lr), loss_fn, make_batch, steps, seed=seed,
+    history = fit(model, adam(model.parameters(), lr), loss_fn, make_batch, steps, seed=seed,
                   checkpoint=checkpoint, desc="contrastive VAE")
     return model.eval(), history

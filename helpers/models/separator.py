@@ -25,7 +25,7 @@ from torch import nn
 from helpers import contrastive as ca
 from helpers.cache import Checkpoint
 from helpers.runtime import seeded
-from helpers.training import fit
+from helpers.training import adam, fit
 
 
 class Separator(nn.Module):
@@ -146,6 +146,6 @@ def train_separator(tokens: torch.Tensor, y: torch.Tensor, *, steps: int, batch_
         return separator_losses(net, *batch, weight_pin=weight_pin, weight_cyc=weight_cyc,
                                 target_accuracy=target_accuracy, lambda_rate=lambda_rate)
 
-    history = fit(training, torch.optim.AdamW(parameters, lr=lr), loss_fn, make_batch, steps, seed=seed,
+    history = fit(training, adam(parameters, lr, decoupled=True), loss_fn, make_batch, steps, seed=seed,
                   checkpoint=checkpoint, desc="separator")
     return training.separator.eval(), history
