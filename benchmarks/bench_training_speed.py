@@ -24,12 +24,12 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier
-from sklearn.neural_network import MLPClassifier
+from sklearn.ensemble import GradientBoostingClassifier
 
 from helpers.data.factors import FactorGrid
 from helpers.models import flow
 from helpers.parallel import fit_all
+from helpers.transfer import CLASSIFIERS, factor_classifier
 
 GRID = FactorGrid(("shape", "scale", "orientation", "pos_x", "pos_y"), (3, 6, 10, 8, 8))
 
@@ -56,10 +56,7 @@ def classifier_tasks(num_codes: int, kind: str) -> list[tuple[object, np.ndarray
     for columns in (list(range(10)), None):
         for k in range(GRID.num_factors):
             x = codes[:, columns if columns is not None else [k]]
-            tasks.append((HistGradientBoostingClassifier(max_iter=100, early_stopping=True, n_iter_no_change=5,
-                                                         random_state=k), x, factors[:, k]))
-            tasks.append((MLPClassifier(hidden_layer_sizes=(256, 256), max_iter=200, early_stopping=True,
-                                        random_state=k), x, factors[:, k]))
+            tasks += [(factor_classifier(classifier, k), x, factors[:, k]) for classifier in CLASSIFIERS]
     return tasks
 
 

@@ -405,6 +405,17 @@ def factor_accuracy(codes: np.ndarray, factors: np.ndarray, rng: np.random.Gener
     return factor_accuracies(codes, factors, rng, [(classifier, dims)])[0]
 
 
+def factor_classifier(classifier: str, random_state: int):
+    """An unfitted factor classifier of :func:`factor_accuracy`: ``"gbt"`` or ``"mlp"``."""
+    if classifier == "gbt":
+        return HistGradientBoostingClassifier(max_iter=100, early_stopping=True, n_iter_no_change=5,
+                                              random_state=random_state)
+    if classifier == "mlp":
+        return MLPClassifier(hidden_layer_sizes=(256, 256), max_iter=200, early_stopping=True,
+                             random_state=random_state)
+    raise ValueError(f"unknown classifier {classifier!r}; valid: {', '.join(CLASSIFIERS)}")
+
+
 def factor_accuracies(codes: np.ndarray, factors: np.ndarray, rng: np.random.Generator,
                       variants: list[tuple[str, dict[int, int | None] | None]]) -> list[np.ndarray]:
     """:func:`factor_accuracy` for several ``(classifier, dims)`` variants, all classifiers fitted at once.
@@ -430,12 +441,7 @@ def factor_accuracies(codes: np.ndarray, factors: np.ndarray, rng: np.random.Gen
                 y_test = factors[test, k]
                 accuracies[index][k] = np.mean(y_test == np.bincount(y_test).argmax())
                 continue
-            if classifier == "gbt":
-                model = HistGradientBoostingClassifier(max_iter=100, early_stopping=True, n_iter_no_change=5,
-                                                       random_state=sklearn_seed(rng))
-            else:
-                model = MLPClassifier(hidden_layer_sizes=(256, 256), max_iter=200, early_stopping=True,
-                                      random_state=sklearn_seed(rng))
+            model = factor_classifier(classifier, sklearn_seed(rng))
             tasks.append((model, codes[train][:, columns], factors[train, k]))
             slots.append((index, k, codes[test][:, columns], factors[test, k]))
     for model, (index, k, x_test, y_test) in zip(fit_all(tasks), slots, strict=True):

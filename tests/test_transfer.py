@@ -185,6 +185,8 @@ def test_factor_accuracy_on_a_perfect_and_an_empty_code():
     assert pruned[0] > 0.95 and pruned[1] < 0.5
     with pytest.raises(ValueError, match="unknown classifier"):
         transfer.factor_accuracy(codes, factors, rng, "svm")
+    with pytest.raises(ValueError, match="unknown classifier"):
+        transfer.factor_classifier("svm", 0)
 
 
 def test_grouped_factor_accuracies_equal_consecutive_calls():
