@@ -35,7 +35,7 @@ from helpers import diffca
 from helpers.cache import load_or_train, state_fingerprint
 from helpers.data import digits_on_textures, faces
 from helpers.data.factors import FactorGrid
-from helpers.metrics.omes import sample_omes_pairs
+from helpers.metrics.omes import omes, sample_omes_pairs
 from helpers.metrics.peers import mig
 from helpers.models import cvae, pretrained, separator, vit
 
@@ -131,7 +131,7 @@ def study_stage1(cfg, train: FacesSplit) -> tuple[diffca.Stage1, dict[str, list[
         patches = vit.FrozenPatches(vit.load_vit(cfg.patch_encoder_path), cfg.patch_encoder_size)
     key = {"name": "diffca-stage1", "seed": cfg.seed, "steps": cfg.stage1_steps, "batch": cfg.stage1_batch,
            "lr": cfg.stage1_lr, "dim": cfg.token_dim, "tokens": cfg.num_tokens, "channels": cfg.unet_channels,
-           "codec": state_fingerprint(codec.state_dict()), "images": images}
+           "query_depth": cfg.query_depth, "codec": state_fingerprint(codec.state_dict()), "images": images}
     if patches is not None:  # a key without it stays the key of the default run
         key["patch_encoder"] = {"weights": state_fingerprint(patches.state_dict()), "size": patches.size}
 
@@ -140,7 +140,7 @@ def study_stage1(cfg, train: FacesSplit) -> tuple[diffca.Stage1, dict[str, list[
                                              lr=cfg.stage1_lr, seed=cfg.seed, dim=cfg.token_dim,
                                              num_tokens=cfg.num_tokens, block_out_channels=cfg.unet_channels,
                                              codec=codec, global_conditioning=True, patch_encoder=patches,
-                                             checkpoint=checkpoint, device=cfg.device)
+                                             query_depth=cfg.query_depth, checkpoint=checkpoint, device=cfg.device)
         return model.cpu(), history
 
     model, history = load_or_train(key, run, resumable=True, modules=[sys.modules[__name__]])
@@ -151,27 +151,34 @@ def study_separator(cfg, tokens: torch.Tensor, y: torch.Tensor) -> tuple[separat
     """Diff-CA's stage-2 separator on the training tokens ``(N, K, d)`` (cached, resumable)."""
     key = {"name": "diffca-separator", "seed": cfg.seed, "steps": cfg.separator_steps,
            "batch": cfg.separator_batch, "lr": cfg.separator_lr, "rate": cfg.lambda_rate,
-           "target": cfg.target_accuracy, "ema": cfg.ema_decay, "tokens": _fingerprint(tokens=tokens, y=y)}
+           "target": cfg.target_accuracy, "ema": cfg.ema_decay,
+           "shape": (cfg.separator_depth, cfg.separator_heads, cfg.separator_hidden),
+           "tokens": _fingerprint(tokens=tokens, y=y)}
 
     def run(checkpoint):
         model, history = separator.train_separator(
             tokens, y, steps=cfg.separator_steps, batch_size=cfg.separator_batch, lr=cfg.separator_lr,
-            seed=cfg.seed, lambda_rate=cfg.lambda_rate, target_accuracy=cfg.target_accuracy,
-            ema_decay=cfg.ema_decay, checkpoint=checkpoint, device=cfg.device)
+            seed=cfg.seed, depth=cfg.separator_depth, heads=cfg.separator_heads, hidden=cfg.separator_hidden,
+            lambda_rate=cfg.lambda_rate, target_accuracy=cfg.target_accuracy, ema_decay=cfg.ema_decay,
+            checkpoint=checkpoint, device=cfg.device)
         return model.cpu(), history
 
     return load_or_train(key, run, resumable=True, modules=[sys.modules[__name__]])
 
 
 def study_splitter(cfg, tokens: torch.Tensor, y: torch.Tensor) -> tuple[ca.LatentSplitter, dict]:
-    """He et al.'s latent splitter on the flattened training tokens (cached, resumable)."""
+    """He et al.'s latent splitter on the flattened training tokens (cached, resumable). Its MMD kernel's σ comes
+    from the median heuristic on these tokens (their σ = 1 makes the MMD term vanish at our tokens' scale).
+    ``history`` holds the per-step logs and ``mmd_sigma``."""
     flat = tokens.flatten(1)
+    sigma = ca.median_bandwidth(flat, seed=cfg.seed)
     key = {"name": "ca-splitter", "seed": cfg.seed, "steps": cfg.splitter_steps, "batch": cfg.splitter_batch,
-           "lr": cfg.splitter_lr, "tokens": _fingerprint(tokens=flat, y=y)}
+           "lr": cfg.splitter_lr, "sigma": sigma, "tokens": _fingerprint(tokens=flat, y=y)}
 
     def run(checkpoint):
-        return ca.train_splitter(flat, y, steps=cfg.splitter_steps, batch_size=cfg.splitter_batch,
-                                 lr=cfg.splitter_lr, seed=cfg.seed, checkpoint=checkpoint)
+        model, history = ca.train_splitter(flat, y, steps=cfg.splitter_steps, batch_size=cfg.splitter_batch,
+                                           lr=cfg.splitter_lr, seed=cfg.seed, sigma=sigma, checkpoint=checkpoint)
+        return model, {**history, "mmd_sigma": sigma}
 
     return load_or_train(key, run, resumable=True, modules=[sys.modules[__name__]])
 
@@ -222,20 +229,26 @@ def tokens_of(stage1: diffca.Stage1, images: torch.Tensor, batch_size: int = 500
     return torch.cat([stage1.encoder(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
 
 
+def _standardiser(x: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Rows (n, p) → rows standardised as :func:`helpers.contrastive.cpca` standardises the set ``x`` (n_x, p) its
+    axes came from: minus ``x``'s mean, over its standard deviation (constant features → 0)."""
+    mean, std = x.mean(0), x.std(0, ddof=1)
+    return lambda rows: np.divide(rows - mean, std, out=np.zeros_like(rows), where=std > 0)
+
+
 def cpca_projections(train_tokens: torch.Tensor, y: torch.Tensor, *, alpha: float,
                      num_components: int) -> Encoder:
     """cPCA's codes on flattened tokens: salient = top-k contrastive components of target vs background (α),
-    common = top-k principal components of the background; both fitted on the training tokens."""
+    common = top-k principal components of the background; both fitted on the training tokens, and each applied
+    after the standardisation of the set its axes were computed on."""
     flat = train_tokens.flatten(1).double().numpy()
     target, background = flat[y.numpy() == 1], flat[y.numpy() == 0]
     salient_axes, _ = ca.cpca(target, background, alpha, num_components)
     common_axes, _ = ca.cpca(background, background, 0.0, num_components)
-    mean, std = flat.mean(0), flat.std(0)
-    std = np.where(std > 0, std, 1.0)
+    as_target, as_background = _standardiser(target), _standardiser(background)
 
     def project(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        scaled = (tokens - mean) / std
-        return scaled @ salient_axes, scaled @ common_axes
+        return as_target(tokens) @ salient_axes, as_background(tokens) @ common_axes
 
     return lambda tokens: project(tokens.flatten(1).double().numpy())
 
@@ -456,17 +469,28 @@ def salient_interpolation(stage1: diffca.Stage1, sep: separator.Separator, image
     return diffca.decode(stage1, mixed, steps=steps, seed=seed, noise=noise)
 
 
-def omes_pairs_of(encode: Encoder, num_pairs: int, image_size: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """OMES intervention pairs on target faces over all 8 factors: codes ``[salient; common]`` of face pairs that
-    differ in exactly one factor (``helpers.metrics.sample_omes_pairs`` through the renderer)."""
+def code_omes(encode: Encoder, num_pairs: int, image_size: int, seed: int) -> dict[str, float]:
+    """OMES of one method's codes, from target-face pairs that differ in exactly one factor
+    (``helpers.metrics.sample_omes_pairs`` through the renderer, ``num_pairs`` per factor).
+
+    Returns:
+        ``omes_joint``: the code ``[salient; common]`` over all 8 factors; ``omes_salient``: the salient code over
+        the 2 salient factors; ``omes_common``: the common code over the 6 common factors.
+    """
     grid = FactorGrid(FACTOR_NAMES, faces.COMMON.sizes + faces.SALIENT.sizes)
+    widths: dict[str, int] = {}
 
     def represent(rows: np.ndarray) -> np.ndarray:
         images = torch.from_numpy(faces.render(rows[:, :6], rows[:, 6:], image_size)) * 2 - 1
         salient, common = encode(images)
+        widths["salient"] = salient.shape[1]
         return np.concatenate([salient, common], axis=1)
 
-    return sample_omes_pairs(grid, represent, num_pairs, np.random.default_rng(seed))
+    pairs = sample_omes_pairs(grid, represent, num_pairs, np.random.default_rng(seed))
+    split, num_common = widths["salient"], len(faces.COMMON.names)  # FACTOR_NAMES: the common factors first
+    return {"omes_joint": omes(pairs).score,
+            "omes_salient": omes([(a[:, :split], b[:, :split]) for a, b in pairs[num_common:]]).score,
+            "omes_common": omes([(a[:, split:], b[:, split:]) for a, b in pairs[:num_common]]).score}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -487,7 +511,7 @@ def classic_cpca(n: int, image_size: int, *, alpha: float, num_components: int, 
     target, background = pixels[data["y"] == 1], pixels[data["y"] == 0]
     digit = data["digit"][data["y"] == 1]
     axes, _ = ca.cpca(target, background, alpha, num_components)
-    scaled = (target - target.mean(0)) / np.where(target.std(0) > 0, target.std(0), 1.0)
+    scaled = _standardiser(target)(target)
     projections = {"cpca": scaled @ axes,
                    "pca": PCA(num_components, random_state=seed).fit_transform(scaled)}
     half = n // 2

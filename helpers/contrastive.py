@@ -337,11 +337,14 @@ def oblique_separator(Z: torch.Tensor, y: torch.Tensor, *, salient_dim: int,
                       common_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The closed-form linear split that the identifiability conditions single out, from second moments.
 
-    The background covariance spans the common subspace ``U_C`` (its top ``common_dim`` eigenvectors); the
-    target's excess covariance ``Σ_t − Σ_b`` spans the salient subspace ``U_S`` (top ``salient_dim``). The
-    salient map is the oblique projector onto ``U_S`` along ``U_C``: ``P = U_S (Wᵀ U_S)⁺ Wᵀ`` with ``W`` an
-    orthonormal basis of ``U_C``'s orthogonal complement, so ``P U_C = 0`` (pinning) and ``P U_S = U_S``;
-    ``Q = I − P`` (sum). The reference answer for :func:`fit_linear_separator`.
+    The background covariance spans the common subspace ``U_C`` (its top ``common_dim`` eigenvectors), and ``W``
+    is an orthonormal basis of its orthogonal complement. The target's excess covariance ``Δ = Σ_t − Σ_b`` is
+    ``A_S Σ_s A_Sᵀ`` plus the sampling noise of the two common covariances, which lives in ``U_C``; seen through
+    ``W`` that noise vanishes, so the salient subspace is ``U_S = Δ W V`` with ``V`` the top ``salient_dim``
+    eigenvectors of ``Wᵀ Δ W`` (taking ``Δ``'s own top eigenvectors instead lets the common noise compete with
+    a weak salient direction). The salient map is the oblique projector onto ``U_S`` along ``U_C``:
+    ``P = U_S (Wᵀ U_S)⁺ Wᵀ``, so ``P U_C = 0`` (pinning) and ``P U_S = U_S``; ``Q = I − P`` (sum). The reference
+    answer for :func:`fit_linear_separator`.
 
     Returns:
         ``(P, Q)``, (dim, dim) float64.
@@ -354,9 +357,10 @@ def oblique_separator(Z: torch.Tensor, y: torch.Tensor, *, salient_dim: int,
     Z = Z.double()
     cov_b, cov_t = torch.cov(Z[~is_target].T), torch.cov(Z[is_target].T)
     _, vectors_b = torch.linalg.eigh(cov_b)
-    _, vectors_excess = torch.linalg.eigh(cov_t - cov_b)
     complement = vectors_b[:, : dim - common_dim]  # eigh sorts ascending: all but the top common_dim
-    salient = vectors_excess[:, -salient_dim:]
+    excess = cov_t - cov_b
+    _, vectors_excess = torch.linalg.eigh(complement.T @ excess @ complement)
+    salient = excess @ complement @ vectors_excess[:, -salient_dim:]
     P = salient @ torch.linalg.pinv(complement.T @ salient) @ complement.T
     return P, torch.eye(dim, dtype=torch.float64) - P
 
@@ -422,12 +426,28 @@ class LatentSplitter(nn.Module):
         return self.net_c(z), self.net_s(z)
 
 
+def median_bandwidth(x: torch.Tensor, *, max_rows: int = 1000, seed: int = 0) -> float:
+    """The median heuristic for a Gaussian kernel's σ: ``2σ² = median ‖a − b‖²`` over pairs of distinct rows of
+    ``x`` (N, D), so that the kernel is ``e⁻¹`` at the median distance. Uses at most ``max_rows`` rows, drawn
+    without replacement from ``seed``."""
+    check_matrix(x, "x")
+    if len(x) < 2:
+        raise ValueError(f"need at least 2 rows, got {len(x)}")
+    rows = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:max_rows]
+    sample = x[rows].double()
+    squared = torch.cdist(sample, sample).pow(2)
+    median = float(squared[torch.triu_indices(len(sample), len(sample), offset=1).unbind()].median())
+    if median <= 0:
+        raise ValueError("the rows of x are all equal: no bandwidth")
+    return (median / 2) ** 0.5
+
+
 def splitter_loss(model: LatentSplitter, z: torch.Tensor, y: torch.Tensor, *, weight_mmd: float = 0.2,
                   sigma: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
     """He et al.'s objective on one batch of latents ``z`` (B, D) with labels ``y`` (needs both labels):
 
     ``MSE(c_bg, z_bg) + MSE(c_t + s_t, z_t) + MSE(s_bg, 0) + w_mmd · MMD_rbf(c_t, z_bg)`` (MSE = mean over
-    entries; unit weights and ``w_mmd = 0.2`` as in their scripts).
+    entries; unit weights, ``w_mmd = 0.2`` and the kernel's ``σ = 1`` as in their scripts).
     """
     is_target = _labels(y, z.shape[0])
     if is_target.all() or not is_target.any():
@@ -445,10 +465,11 @@ def splitter_loss(model: LatentSplitter, z: torch.Tensor, y: torch.Tensor, *, we
 
 
 def train_splitter(z: torch.Tensor, y: torch.Tensor, *, steps: int, batch_size: int, lr: float, seed: int,
-                   hidden: int = 128, layers: int = 2, weight_mmd: float = 0.2,
+                   hidden: int = 128, layers: int = 2, weight_mmd: float = 0.2, sigma: float = 1.0,
                    checkpoint: Checkpoint | None = None) -> tuple[LatentSplitter, dict[str, list[float]]]:
     """Train a :class:`LatentSplitter` on latents ``(N, D)`` (Adam; each batch holds ``batch_size`` items of each
-    label, drawn from the step's generator; resumable through ``checkpoint``)."""
+    label, drawn from the step's generator; resumable through ``checkpoint``). ``sigma``: the MMD kernel's
+    bandwidth (their σ = 1 only suits latents whose distances are of order 1; see :func:`median_bandwidth`)."""
     check_matrix(z, "z")
     draw_rows = balanced_rows(y, batch_size)
     model = LatentSplitter(z.shape[1], hidden, layers, seed=seed)
@@ -459,7 +480,7 @@ def train_splitter(z: torch.Tensor, y: torch.Tensor, *, steps: int, batch_size: 
         return data[rows], y[rows]
 
     def loss_fn(net, batch, generator):
-        return splitter_loss(net, *batch, weight_mmd=weight_mmd)
+        return splitter_loss(net, *batch, weight_mmd=weight_mmd, sigma=sigma)
 
     history = fit(model, adam(model.parameters(), lr), loss_fn, make_batch, steps, seed=seed,
                   checkpoint=checkpoint, desc="latent splitter")

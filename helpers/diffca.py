@@ -77,16 +77,18 @@ class TokenEncoder(nn.Module):
         num_tokens: K (>= 2).
         patch_channels: channels of the patch features (two stride-2 convolutions: an S/4 × S/4 grid).
         seed: seeds the initialisation.
+        patches: a frozen patch encoder to read instead of the trainable convolutions.
+        query_depth: blocks of the cross-query module (4 in the paper).
     """
 
     def __init__(self, dim: int = 32, num_tokens: int = 8, patch_channels: int = 32, seed: int = 0,
-                 patches: nn.Module | None = None):
+                 patches: nn.Module | None = None, query_depth: int = 1):
         super().__init__()
         if num_tokens < 2:
             raise ValueError(f"num_tokens must be >= 2 (semantic tokens plus the colour token), got {num_tokens}")
         with seeded(seed):
             self.patches = patch_convolutions(patch_channels) if patches is None else patches.requires_grad_(False)
-            self.semantic = flow.CrossQueryTokens(patch_channels, dim, num_tokens - 1, depth=1, heads=4)
+            self.semantic = flow.CrossQueryTokens(patch_channels, dim, num_tokens - 1, depth=query_depth, heads=4)
             self.colour = flow.ColourToken(dim)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -105,11 +107,11 @@ class Stage1(nn.Module):
 
     def __init__(self, image_size: int, dim: int = 32, num_tokens: int = 8,
                  block_out_channels: Sequence[int] = (32, 64), seed: int = 0, codec: LatentCodec | None = None,
-                 global_conditioning: bool = False, patch_encoder: nn.Module | None = None):
+                 global_conditioning: bool = False, patch_encoder: nn.Module | None = None, query_depth: int = 1):
         super().__init__()
         self.codec = codec.requires_grad_(False) if codec is not None else None
         patches = patch_encoder if patch_encoder is not None else codec.encoder if codec is not None else None
-        self.encoder = TokenEncoder(dim, num_tokens, seed=seed, patches=patches,
+        self.encoder = TokenEncoder(dim, num_tokens, seed=seed, patches=patches, query_depth=query_depth,
                                     patch_channels=patches.channels if patch_encoder is not None
                                     else codec.channels if codec is not None else 32)
         side, channels = (image_size // 4, codec.channels) if codec is not None else (image_size, 3)
@@ -134,7 +136,7 @@ class Stage1(nn.Module):
 def train_stage1(images: torch.Tensor, *, steps: int, batch_size: int, lr: float, seed: int, dim: int = 32,
                  num_tokens: int = 8, block_out_channels: Sequence[int] = (32, 64), ot: bool = True,
                  codec: LatentCodec | None = None, global_conditioning: bool = False,
-                 patch_encoder: nn.Module | None = None, checkpoint: Checkpoint | None = None,
+                 patch_encoder: nn.Module | None = None, query_depth: int = 1, checkpoint: Checkpoint | None = None,
                  device: str | torch.device = "cpu") -> tuple[Stage1, dict[str, list[float]]]:
     """Train :class:`Stage1` on images ``(N, 3, S, S)`` in [−1, 1] with the (OT-)flow-matching loss (AdamW);
     with ``codec``, in its latent space (the codec stays frozen).
@@ -149,7 +151,8 @@ def train_stage1(images: torch.Tensor, *, steps: int, batch_size: int, lr: float
     if not 2 <= batch_size <= len(images):
         raise ValueError(f"batch_size must be in [2, {len(images)}], got {batch_size}")
     model = Stage1(images.shape[-1], dim, num_tokens, block_out_channels, seed=seed, codec=codec,
-                   global_conditioning=global_conditioning, patch_encoder=patch_encoder).to(device)
+                   global_conditioning=global_conditioning, patch_encoder=patch_encoder,
+                   query_depth=query_depth).to(device)
     data = images.to(device, torch.float32)
 
     def make_batch(step: int, generator: torch.Generator) -> torch.Tensor:

@@ -139,7 +139,7 @@ def test_study_stage1_reads_a_local_vit_checkpoint(splits, tmp_path, monkeypatch
     cfg = SimpleNamespace(seed=0, device="cpu", codec_steps=2, codec_batch=16, codec_lr=1e-3, codec_channels=8,
                           stage1_steps=2, stage1_batch=16, stage1_lr=1e-3, token_dim=16, num_tokens=3,
                           unet_channels=(16, 32), patch_encoder_path=str(tmp_path / "dinov2.pth"),
-                          patch_encoder_size=24)  # 3 × 3 patches from a 2 × 2 grid: interpolated
+                          patch_encoder_size=24, query_depth=1)  # 3 × 3 patches from a 2 × 2 grid: interpolated
     model, history = cs.study_stage1(cfg, splits[0])
     assert isinstance(model.encoder.patches, vit.FrozenPatches) and model.encoder.patches.size == 24
     assert len(history["loss"]) == 2
@@ -175,3 +175,25 @@ def test_full_preset_models_build_and_step(tmp_path, monkeypatch):
     probe = cs.study_probe(cfg, train)
     assert set(cs.probe_accuracy_on(probe, train.images, train)) == set(cs.FACTOR_NAMES)
     assert contrastive_vae is not None
+
+
+def test_code_omes_scores_each_code_against_its_own_factors(monkeypatch):
+    """With a renderer that writes the factors into the pixels, an encoder that reads them back is an oracle: its
+    salient code (the salient factors) and common code (the common ones) each beat a code of the wrong factors."""
+
+    def render(common, salient, size):
+        images = np.zeros((len(common), 3, size, size), np.float32)
+        images[:, 0, 0, :8] = np.concatenate([common, salient], axis=1) / 10
+        return images
+
+    monkeypatch.setattr(cs.faces, "render", render)
+    rng = np.random.default_rng(0)
+
+    def read(images):  # the factors back from the images in [-1, 1], plus a little noise
+        return ((images[:, 0, 0, :8] + 1) / 2 * 10).round().numpy() + 0.05 * rng.standard_normal((len(images), 8))
+
+    oracle = cs.code_omes(lambda images: (read(images)[:, 6:], read(images)[:, :6]), 300, 16, seed=0)
+    wrong = cs.code_omes(lambda images: (read(images)[:, :2], read(images)[:, 2:]), 300, 16, seed=0)
+    assert oracle["omes_salient"] > wrong["omes_salient"] + 0.1
+    assert oracle["omes_common"] > wrong["omes_common"] + 0.1
+    assert abs(oracle["omes_joint"] - wrong["omes_joint"]) < 0.02  # the same columns, in another order

@@ -213,3 +213,20 @@ def test_train_splitter_learns_and_is_deterministic():
     assert again == history
     with pytest.raises(ValueError, match="batch_size"):
         ca.train_splitter(model_data["Z"], model_data["y"], **{**kwargs, "batch_size": 301})
+
+
+def test_oblique_separator_is_not_misled_by_common_sampling_noise():
+    """At 1,000 rows per set the common covariances' sampling noise rivals a weak salient direction; reading the
+    excess covariance through the common subspace's complement keeps the answer right (it was 1.4 before)."""
+    model = ca.additive_model(1000, 1000, dim=8, salient_dim=2, common_dim=4, seed=1)
+    P, Q = ca.oblique_separator(model["Z"], model["y"], salient_dim=2, common_dim=4)
+    assert ca.separation_errors(P, Q, model)["salient"] < 0.05
+
+
+def test_median_bandwidth_known_answer_and_errors():
+    # squared distances 1, 4, 1: median 1 = 2σ²
+    assert ca.median_bandwidth(torch.tensor([[0.0], [1.0], [2.0]])) == pytest.approx(0.5**0.5)
+    with pytest.raises(ValueError, match="all equal"):
+        ca.median_bandwidth(torch.ones(5, 3))
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        ca.median_bandwidth(torch.ones(1, 3))

@@ -82,3 +82,45 @@ def test_train_separator_reconstructs_tracks_the_adversary_and_resumes(tmp_path)
     assert history_resumed == history
     for a, b in zip(resumed.parameters(), model.parameters(), strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_adversarial_gradient_is_reversed_and_scaled_for_the_separator_only():
+    """L_adv's gradient reaches the separator as −λ_adv times its plain gradient, and the adversary unreversed."""
+    tokens, y = _additive_tokens()
+    training = sep.SeparatorTraining(sep.Separator(8, depth=1, heads=2, hidden=16), initial_lambda=2.5)
+    pairing = torch.randperm(64, generator=torch_generator(1))
+    parts = list(training.separator.parameters()) + list(training.adversary.parameters())
+
+    def gradients(loss):
+        return torch.autograd.grad(loss, parts, allow_unused=True, retain_graph=True)
+
+    # the objective without pinning and cycle is L_rec + L_adv; L_rec alone gives the rest
+    loss, _ = sep.separator_losses(training, tokens, y, pairing, weight_pin=0.0, weight_cyc=0.0)
+    salient, common = training.separator(tokens)
+    with_adv, rec_only = gradients(loss), gradients(ca.reconstruction_loss(tokens, salient, common))
+    plain = gradients(torch.nn.functional.binary_cross_entropy_with_logits(
+        training.adversary(common.mean(dim=1))[:, 0], y.float()))
+    num_separator = len(list(training.separator.parameters()))
+    for index, (full, rec, adv) in enumerate(zip(with_adv, rec_only, plain, strict=True)):
+        rec = torch.zeros_like(full) if rec is None else rec
+        adv = torch.zeros_like(full) if adv is None else adv
+        factor = -2.5 if index < num_separator else 1.0
+        torch.testing.assert_close(full - rec, factor * adv, atol=1e-5, rtol=1e-4)
+
+
+def test_cycle_loss_reads_the_ema_copy_and_trains_only_the_online_separator():
+    tokens, y = _additive_tokens()
+    training = sep.SeparatorTraining(sep.Separator(8, depth=1, heads=2, hidden=16))
+    pairing = torch.randperm(64, generator=torch_generator(1))
+    loss, logs = sep.separator_losses(training, tokens, y, pairing)
+    loss.backward()
+    assert all(p.grad is None for p in training.ema.parameters())
+    with torch.no_grad():  # moving the EMA copy, and only it, changes L_cyc
+        training.ema.salient_head.bias.add_(1.0)
+    _, moved = sep.separator_losses(training, tokens, y, pairing)
+    assert abs(moved["cyc"] - logs["cyc"]) > 1e-3 and moved["rec"] == pytest.approx(logs["rec"])
+    online = sep.SeparatorTraining(sep.Separator(8, depth=1, heads=2, hidden=16))
+    without, _ = sep.separator_losses(online, tokens, y, pairing, weight_cyc=0.0)
+    with_cycle, _ = sep.separator_losses(online, tokens, y, pairing, weight_cyc=1.0)
+    difference = torch.autograd.grad(with_cycle - without, online.separator.cls)[0]
+    assert difference.abs().max() > 1e-6  # L_cyc trains the online separator through its own outputs
