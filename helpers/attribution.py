@@ -516,10 +516,11 @@ def apply_whitening(z: torch.Tensor, mean: torch.Tensor, W: torch.Tensor) -> tor
 def mean_corr_coef(true: ArrayLike, est: ArrayLike) -> float:
     """Mean correlation coefficient (MCC) between true and estimated sources.
 
-    ``MCC = (1/k) Σ_{(i, j) ∈ M} |ρ(s_i, ŝ_j)|`` where ``ρ`` is the Pearson correlation over samples and
-    ``M`` the one-to-one matching of ``k = min(d, d̂)`` pairs maximising the sum
-    (:func:`scipy.optimize.linear_sum_assignment`). 1 for a permuted, rescaled, sign-flipped copy; near 0
-    for independent noise. A constant column correlates 0 with everything.
+    ``MCC = (1/d) Σ_{(i, j) ∈ M} |ρ(s_i, ŝ_j)|`` where ``ρ`` is the Pearson correlation over samples and
+    ``M`` the one-to-one matching of ``min(d, d̂)`` pairs maximising the sum
+    (:func:`scipy.optimize.linear_sum_assignment`). It averages over the ``d`` true sources, so a source left
+    without an estimate (``d̂ < d``) counts 0. 1 for a permuted, rescaled, sign-flipped copy; near 0 for
+    independent noise. A constant column correlates 0 with everything.
 
     Args:
         true: (N, d) true sources.
@@ -532,7 +533,26 @@ def mean_corr_coef(true: ArrayLike, est: ArrayLike) -> float:
         raise ValueError("correlations need at least 2 rows")
     corr = _abs_correlation(a, b)
     rows, cols = linear_sum_assignment(corr, maximize=True)
-    return float(corr[rows, cols].mean())
+    return float(corr[rows, cols].sum() / a.shape[1])
+
+
+@torch.no_grad()
+def head_diagnostics(heads: Heads, z_s: torch.Tensor, z_e: torch.Tensor) -> dict[str, float]:
+    """How far trained heads moved from the identity, and how white they make each domain.
+
+    ``shift``: the mean over the two domains of ``‖H − I‖_F / ‖I‖_F`` (0 at the identity start).
+    ``whiteness_gap``: the mean over the domains of ``‖Cov(y) − I‖_F / ‖I‖_F`` with ``y = H (z − μ)`` the head's
+    outputs on that domain's (N, d) features (0 for white outputs). Untrained identity heads give the centred
+    features' own gap.
+    """
+    eye = torch.eye(heads.H_s.shape[0], dtype=torch.float64)
+    shifts, gaps = [], []
+    for z, domain in ((z_s, "s"), (z_e, "e")):
+        H = heads.matrix(domain).double()
+        y = heads.map(z, domain).double()
+        shifts.append(float(torch.linalg.norm(H - eye) / torch.linalg.norm(eye)))
+        gaps.append(float(torch.linalg.norm(torch.cov(y.T, correction=0) - eye) / torch.linalg.norm(eye)))
+    return {"shift": float(np.mean(shifts)), "whiteness_gap": float(np.mean(gaps))}
 
 
 def amari_distance(W_est: ArrayLike, A_true: ArrayLike) -> float:

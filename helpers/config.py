@@ -242,7 +242,7 @@ NOTEBOOKS["01_ssl_alignment_ica"] = NotebookSpec(
             "pretrained_size": 48, "vit_size": 64, "head_epochs": 30, "head_batch": 256, "head_lr": 2e-4,
             "head_lr_fast": 2e-3, "lam": 0.1,
             "lambdas": (0.0, 0.01, 0.05, 0.1, 0.2, 0.5), "toy_n": 4000, "toy_d": 8, "toy_noise": 0.1,
-            "toy_mismatch": 0.1, "toy_epochs": 30, "toy_batch": 500, "toy_lr": 0.02,
+            "toy_mismatch": 0.1, "toy_epochs": 30, "toy_batch": 500, "toy_lr": 0.02, "toy_infomax_lr": 0.05,
         },
         # GPU: more concepts and distractors, a longer SSL schedule, 224 px for the pretrained backbones.
         "full": {
@@ -251,7 +251,7 @@ NOTEBOOKS["01_ssl_alignment_ica"] = NotebookSpec(
             "pretrained_size": 224, "vit_size": 224, "head_epochs": 50, "head_batch": 1024, "head_lr": 2e-4,
             "head_lr_fast": 2e-3, "lam": 0.1,
             "lambdas": (0.0, 0.01, 0.05, 0.1, 0.2, 0.5), "toy_n": 20_000, "toy_d": 16, "toy_noise": 0.1,
-            "toy_mismatch": 0.1, "toy_epochs": 30, "toy_batch": 500, "toy_lr": 0.02,
+            "toy_mismatch": 0.1, "toy_epochs": 30, "toy_batch": 500, "toy_lr": 0.02, "toy_infomax_lr": 0.05,
         },
     },
 )

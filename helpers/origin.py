@@ -338,6 +338,7 @@ def lemma1_residual(
     eps: torch.Tensor,
     eps_pred: torch.Tensor,
     alpha_bar_t: float | torch.Tensor,
+    z0_pred: torch.Tensor | None = None,
 ) -> float:
     """Lemma 1 (Eq. 2, proof Eqs. 10-14): the one-step denoising error is a scaled noise-prediction error.
 
@@ -345,9 +346,11 @@ def lemma1_residual(
     ``z_t = √ᾱ_t z_0 + √(1 - ᾱ_t) ε``; one reverse step predicts (Eq. 13)
     ``z'_0 = (z_t - √(1 - ᾱ_t) ε_θ) / √ᾱ_t``; Lemma 1 states (Eq. 14)
     ``z'_0 - z_0 = √(1 - ᾱ_t) / √ᾱ_t · (ε - ε_θ)``.
-    Both sides are computed here independently (the left one through ``z_t`` and ``z'_0``), and the
-    residual ``max |lhs - rhs| / max |rhs|`` is returned. It is rounding only: ~1e-7 in float32,
-    ~1e-16 in float64, larger when ``ε_θ ≈ ε`` since the left side then cancels.
+    Both sides are computed independently, and the residual ``max |lhs - rhs| / max |rhs|`` is returned. The
+    left side uses ``z0_pred`` when given, the ``z'_0`` a sampler actually computed (e.g. a diffusers scheduler's
+    ``pred_original_sample``, from the ``z_t`` of its own ``add_noise``): the check then tests that code against
+    the lemma. Otherwise ``z'_0`` is formed here through ``z_t``, and the residual is rounding only: ~1e-7 in
+    float32, ~1e-16 in float64, larger when ``ε_θ ≈ ε`` since the left side then cancels.
 
     Args:
         x0_latent: (B, ...) clean latents ``z_0``.
@@ -355,14 +358,16 @@ def lemma1_residual(
         eps_pred: predicted noise ``ε_θ(z_t, t, c)``, same shape.
         alpha_bar_t: ``ᾱ_t`` in (0, 1): a float, a 0-d tensor or a (B,) tensor (one per sample), e.g.
             ``scheduler.alphas_cumprod[t]`` of a diffusers scheduler; cast to the latents' dtype.
+        z0_pred: the sampler's one-step estimate ``z'_0``, same shape as ``x0_latent``, or ``None``.
 
     Returns:
         The maximum relative residual, a Python float.
     """
-    for name, x in (("eps", eps), ("eps_pred", eps_pred)):
+    given = {"eps": eps, "eps_pred": eps_pred} | ({} if z0_pred is None else {"z0_pred": z0_pred})
+    for name, x in given.items():
         if x.shape != x0_latent.shape:
             raise ValueError(f"{name} has shape {tuple(x.shape)} but x0_latent has {tuple(x0_latent.shape)}")
-    for name, x in (("x0_latent", x0_latent), ("eps", eps), ("eps_pred", eps_pred)):
+    for name, x in {"x0_latent": x0_latent, **given}.items():
         if not x.is_floating_point() or not torch.isfinite(x).all():
             raise ValueError(f"{name} must be a finite floating-point tensor")
     alpha_bar = torch.as_tensor(alpha_bar_t, dtype=x0_latent.dtype, device=x0_latent.device)
@@ -372,9 +377,10 @@ def lemma1_residual(
         raise ValueError(f"alpha_bar_t must be a scalar or one value per sample, got shape {tuple(alpha_bar.shape)}")
     if not torch.isfinite(alpha_bar).all() or not ((alpha_bar > 0) & (alpha_bar < 1)).all():
         raise ValueError("alpha_bar_t must lie in the open interval (0, 1)")
-    z_t = alpha_bar.sqrt() * x0_latent + (1 - alpha_bar).sqrt() * eps
-    z0_pred = (z_t - (1 - alpha_bar).sqrt() * eps_pred) / alpha_bar.sqrt()
-    lhs = z0_pred - x0_latent
+    if z0_pred is None:
+        z_t = alpha_bar.sqrt() * x0_latent + (1 - alpha_bar).sqrt() * eps
+        z0_pred = (z_t - (1 - alpha_bar).sqrt() * eps_pred) / alpha_bar.sqrt()
+    lhs = z0_pred.to(x0_latent.dtype) - x0_latent
     rhs = (1 - alpha_bar).sqrt() / alpha_bar.sqrt() * (eps - eps_pred)
     scale = rhs.abs().max()
     if scale == 0:
@@ -412,8 +418,10 @@ def discriminant_map(differences: torch.Tensor, origins: torch.Tensor, m: int, r
     (:func:`null_space_map`) can fall where the origins do not vary either. Here ``W`` holds the ``m`` top
     generalised eigenvectors of ``C_o v = λ C_T v`` with ``C_o`` the covariance of the origins and
     ``C_T = TᵀT / N + ridge · tr(C_T)/n · I``: the directions with the largest ratio of origin spread to shift
-    (Fisher's discriminant with origins as classes). ``‖T W‖ / ‖(E_o − mean) W‖`` is as small as a rank-m map
-    can make it, up to the ridge.
+    (Fisher's discriminant with origins as classes). Among maps with ``C_T``-orthonormal columns, it maximises
+    ``tr(Wᵀ C_o W)``, i.e. the origins' spread against a fixed amount of shift; reweighting its columns can
+    change :func:`shrinkage` further (down to the single best direction's ratio), so it is a good rank-m map,
+    not the best one for every measure.
 
     Args:
         differences: (N, n) ``T``.
@@ -445,10 +453,13 @@ def discriminant_map(differences: torch.Tensor, origins: torch.Tensor, m: int, r
 
 
 def shrinkage(differences: torch.Tensor, origins: torch.Tensor, W: torch.Tensor | None = None) -> float:
-    """Relative size of the generation shift after the map: ``‖T W‖_F / ‖E_o W‖_F`` (Theorem 1, Eq. 1).
+    """Relative size of the generation shift after the map, per row: ``rms(T W) / rms(E_o W)`` (Theorem 1, Eq. 1),
+    with ``rms(X) = ‖X‖_F / √rows``, so that ``T`` and ``E_o`` may hold different numbers of rows (e.g. several
+    translations per origin).
 
     Eq. 1 asks for ``T W = 0`` while ``E_o W`` keeps the origins apart; this ratio measures how far a
-    given ``W`` is from that, independently of its scale. ``W = None`` is the identity: ``‖T‖_F / ‖E_o‖_F``.
+    given ``W`` is from that. It ignores a global scale of ``W`` but not the relative scale of its columns
+    (weighting one column more moves the ratio towards that direction's own). ``W = None`` is the identity.
 
     Args:
         differences: (N, n) ``T``, rows ``E(g) - E(o)``.
@@ -460,11 +471,14 @@ def shrinkage(differences: torch.Tensor, origins: torch.Tensor, W: torch.Tensor 
     """
     check_matrix(differences, "differences")
     check_matrix(origins, "origins", columns=differences.shape[1])
+    def rms(x: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.norm(x) / len(x) ** 0.5
+
     if W is None:
-        return (torch.linalg.norm(differences) / torch.linalg.norm(origins)).item()
+        return (rms(differences) / rms(origins)).item()
     _check_map(W, "W", differences.shape[1])
     W = W.to(differences.dtype)
-    return (torch.linalg.norm(differences @ W) / torch.linalg.norm(origins.to(W.dtype) @ W)).item()
+    return (rms(differences @ W) / rms(origins.to(W.dtype) @ W)).item()
 
 
 def singular_value_cosine(W1: torch.Tensor, W2: torch.Tensor) -> float:

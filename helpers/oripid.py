@@ -150,8 +150,15 @@ def accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch
     return (predicted == labels).float().mean().item()
 
 
-def retrieval_table(queries: Mapping[str, torch.Tensor], references: torch.Tensor) -> dict[str, dict[str, float]]:
-    """mAP and top-1 accuracy per generator: query ``i`` of each ``(Q, d)`` set belongs to reference ``i``."""
+def retrieval_table(queries: Mapping[str, torch.Tensor], references: torch.Tensor,
+                    num_origins: int) -> dict[str, dict[str, float]]:
+    """mAP and top-1 accuracy per generator: query ``i`` of each ``(num_origins, d)`` set belongs to reference
+    ``i``; references ``(R, d)`` hold the ``num_origins`` origins first, then the distractors."""
+    if not 1 <= num_origins <= len(references):
+        raise ValueError(f"num_origins must be in [1, {len(references)}] (the references), got {num_origins}")
+    wrong = {name: len(features) for name, features in queries.items() if len(features) != num_origins}
+    if wrong:
+        raise ValueError(f"every query set needs one query per origin ({num_origins}), got {wrong}")
     table = {}
     for name, features in queries.items():
         scores = evaluate(features, references, np.arange(len(features)), ks=(1,))
@@ -311,7 +318,7 @@ def study_queries(cfg, generators: Mapping[str, Img2ImgGenerator], split: Origin
 
 
 def study_map(cfg, tag: str, rows: torch.Tensor, labels: torch.Tensor, *, out_dim: int, layers: int = 1,
-              loss: str = "cosface", pixels: bool = False) -> tuple[nn.Module, float]:
+              loss: str = "cosface", pixels: bool = False, init_seed: int | None = None) -> tuple[nn.Module, float]:
     """Train (or load) a map with a proxy classifier over origin ids; returns it and its training seconds.
 
     Args:
@@ -323,19 +330,21 @@ def study_map(cfg, tag: str, rows: torch.Tensor, labels: torch.Tensor, *, out_di
         layers: 1 is :class:`helpers.origin.LinearMap`, more an :class:`helpers.origin.MLPMap`.
         loss: ``"cosface"`` or ``"softmax"``.
         pixels: train a :class:`PixelEmbedder` (the similarity-based baseline) instead.
+        init_seed: seeds the model's initialisation (default ``cfg.seed``); the training draws keep ``cfg.seed``.
     """
     steps = cfg.cnn_steps if pixels else cfg.map_steps
-    key = {"name": f"oripid-map-{tag}", "seed": cfg.seed, "steps": steps, "lr": cfg.map_lr, "m": out_dim,
-           "layers": layers, "loss": loss, "pixels": pixels, "rows": list(rows.shape),
+    init = cfg.seed if init_seed is None else init_seed
+    key = {"name": f"oripid-map-{tag}", "seed": cfg.seed, "init": init, "steps": steps, "lr": cfg.map_lr,
+           "m": out_dim, "layers": layers, "loss": loss, "pixels": pixels, "rows": list(rows.shape),
            "data": state_fingerprint({"rows": rows, "labels": labels})}
 
     def train(checkpoint):
         if pixels:
-            model = PixelEmbedder(out_dim, cfg.image_size, seed=cfg.seed)
+            model = PixelEmbedder(out_dim, cfg.image_size, seed=init)
         elif layers == 1:
-            model = LinearMap(rows.shape[1], out_dim, seed=cfg.seed)
+            model = LinearMap(rows.shape[1], out_dim, seed=init)
         else:
-            model = MLPMap(rows.shape[1], out_dim, layers=layers, seed=cfg.seed)
+            model = MLPMap(rows.shape[1], out_dim, layers=layers, seed=init)
         start = time.perf_counter()
         train_map(model.to(cfg.device), rows, labels, int(labels.max()) + 1, steps, cfg.seed, lr=cfg.map_lr,
                   batch_size=min(256, len(rows)), loss=loss, checkpoint=checkpoint)

@@ -4,15 +4,16 @@ Evaluation protocol (AbC / ID²): each query ``i`` has a set ``R_i`` of one or m
 Features are compared by cosine similarity ``s(i, j) = <q_i / |q_i|, g_j / |g_j|>``, computed in float32
 like faiss.
 
-Rank convention (ties favour relevant items). The rank of a relevant item ``r`` of query ``i`` is::
+Rank convention (ties count against the relevant item). The rank of a relevant item ``r`` of query ``i`` is::
 
-    rank(i, r) = 1 + #{j not in R_i : s(i, j) > s(i, r)} + #{r' in R_i listed before r in the order below}
+    rank(i, r) = 1 + #{j not in R_i : s(i, j) >= s(i, r)} + #{r' in R_i listed before r in the order below}
 
 where ``R_i`` is ordered by decreasing score, equal scores keeping the order in which they were listed. With
-one relevant item this is ``1 + #{gallery items scoring strictly higher}``; with several, the relevant items
-get distinct ranks, so every precision below is at most 1. Exact ties practically never occur with
-continuous features; scores that differ by float32 rounding only (about 1e-7) may be ordered either way,
-as in any float32 search.
+one relevant item this is ``1 + #{other gallery items scoring at least as high}``; with several, the relevant
+items get distinct ranks, so every precision below is at most 1. Exact ties practically never occur with
+continuous features, but a collapsed representation (every feature equal) ties everything: it then scores
+at the bottom instead of perfectly. Scores that differ by float32 rounding only (about 1e-7) may be ordered
+either way, as in any float32 search.
 
 Metrics, with ``rank_i(1) < ... < rank_i(n_i)`` the sorted ranks of the ``n_i`` relevant items of query i::
 
@@ -72,7 +73,7 @@ def relevant_ranks(
 ) -> np.ndarray | list[np.ndarray]:
     """Rank of every relevant gallery item among all gallery items, by decreasing cosine similarity.
 
-    ``rank(i, r) = 1 + #{j not in R_i : s(i, j) > s(i, r)} + #{relevant items of i ordered before r}``
+    ``rank(i, r) = 1 + #{j not in R_i : s(i, j) >= s(i, r)} + #{relevant items of i ordered before r}``
     (see the module docstring for the tie convention). Costs one GEMM over the gallery plus a comparison
     pass per relevant item on each score tile; peak extra memory is two ``query_block x gallery_block``
     tiles plus one normalised gallery block.
@@ -200,9 +201,9 @@ def _count_above(
     query_block: int,
     gallery_block: int,
 ) -> np.ndarray:
-    """Count gallery scores strictly above each query's thresholds, in one blocked pass over the gallery.
+    """Count gallery scores at or above each query's thresholds, in one blocked pass over the gallery.
 
-    ``above[i, s] = #{j : (i, j) not excluded, <queries_i, unit(gallery_j)> > thresholds[i, s]}`` for
+    ``above[i, s] = #{j : (i, j) not excluded, <queries_i, unit(gallery_j)> >= thresholds[i, s]}`` for
     ``i < active[s]``, else 0. Each (query chunk x gallery block) tile is one GEMM; the excluded entries
     are set to -inf, then slot s costs one comparison and one row sum over the tile's first active rows.
     The comparison writes 1.0 / 0.0 floats, which torch vectorises (a bool output is several times slower);
@@ -248,7 +249,7 @@ def _count_above(
                 rows = min(int(active[slot]) - first, height)
                 if rows <= 0:
                     break
-                indicator = torch.gt(
+                indicator = torch.ge(
                     tile[:rows],
                     thresholds[first : first + rows, slot, None],
                     out=indicator_buffer[: rows * width].view(rows, width),

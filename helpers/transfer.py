@@ -331,7 +331,8 @@ def evaluate(grid: FactorGrid, represent: Represent, rng: np.random.Generator, s
 
     Returns:
         ``{"omes": OMESResult, "sweep": [OMESResult per α], "peers": {name: value}, "pairs": the OMES
-        pairs}``; DCI gives two values, ``"DCI-D"`` (disentanglement) and ``"DCI-C"`` (completeness).
+        pairs}``; DCI gives three values, ``"DCI-D"`` (disentanglement), ``"DCI-C"`` (completeness) and ``"DCI-I"``
+        (informativeness: the test accuracy of its per-factor classifiers).
     """
     unknown = sorted(set(peers) - set(PEER_METRICS))
     if unknown:
@@ -352,6 +353,7 @@ def evaluate(grid: FactorGrid, represent: Represent, rng: np.random.Generator, s
             dci = metrics.dci_score(grid, represent, rng, num_train=settings.dci_points,
                                     num_test=max(settings.dci_points // 2, 1))
             values["DCI-D"], values["DCI-C"] = dci["disentanglement"], dci["completeness"]
+            values["DCI-I"] = dci["informativeness_test"]
         elif name == "SAP":
             values[name] = metrics.sap_score(grid, represent, rng, num_train=n, num_test=half)["SAP_score"]
         else:
@@ -437,9 +439,9 @@ def factor_accuracies(codes: np.ndarray, factors: np.ndarray, rng: np.random.Gen
         train, test = order[: 2 * len(codes) // 3], order[2 * len(codes) // 3:]
         for k in range(factors.shape[1]):
             columns = list(range(codes.shape[1])) if dims is None else ([] if dims[k] is None else [dims[k]])
-            if not columns:
-                y_test = factors[test, k]
-                accuracies[index][k] = np.mean(y_test == np.bincount(y_test).argmax())
+            if not columns:  # no dimension for this factor: predict the training set's majority class
+                majority = np.bincount(factors[train, k]).argmax()
+                accuracies[index][k] = np.mean(factors[test, k] == majority)
                 continue
             model = factor_classifier(classifier, sklearn_seed(rng))
             tasks.append((model, codes[train][:, columns], factors[train, k]))
@@ -453,8 +455,10 @@ def evaluate_on_target(model: VAE, source: FactorDataset, target: FactorDataset,
                        settings: EvalSettings, peers: tuple[str, ...]) -> dict[str, float]:
     """Everything the transfer tables report for one model on one target, as a flat dict of numbers.
 
-    Keys: ``omes``, ``modularity``, ``compactness`` (over all the target's factors); ``omes_shared`` (over
-    the factors the target shares with ``source``, NaN when none); the peer metrics; ``gbt_all``,
+    Keys: ``omes``, ``modularity``, ``compactness`` (over all the target's factors); ``omes_floor`` (what a code
+    of as many active dimensions that ignores the factors scores, :func:`helpers.metrics.omes_noise_floor`) and
+    ``active_dims``; ``omes_shared`` (over the factors the target shares with ``source``, NaN when none); the peer
+    metrics; ``gbt_all``,
     ``gbt_pruned``, ``mlp_all``, ``mlp_pruned`` (factor accuracy averaged over factors, from all
     dimensions or from the one dimension OMES associates with each factor).
     """
@@ -462,8 +466,10 @@ def evaluate_on_target(model: VAE, source: FactorDataset, target: FactorDataset,
     result = evaluate(target.grid, represent, rng, settings, peers)
     shared = target.shared_factors(source)
     pairs = result["pairs"]
+    active = int(result["omes"].active.sum())
     row = {"omes": result["omes"].score, "modularity": result["omes"].modularity,
-           "compactness": result["omes"].compactness,
+           "compactness": result["omes"].compactness, "active_dims": active,
+           "omes_floor": metrics.omes_noise_floor(target.grid.num_factors, active) if active else float("nan"),
            "omes_shared": metrics.omes([pairs[k] for k in shared]).score if shared else float("nan"),
            **result["peers"]}
     factors = target.grid.sample(settings.classifier_points, rng)

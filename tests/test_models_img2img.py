@@ -7,6 +7,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKL
 
+from helpers import origin
 from helpers.models import img2img
 from helpers.runtime import torch_generator
 
@@ -149,6 +150,9 @@ def test_train_generator_and_lemma1(vae, images):
     x_t = a.sqrt() * x0 + (1 - a).sqrt() * inputs.eps
     x0_hat = (x_t - (1 - a).sqrt() * inputs.eps_pred) / a.sqrt()
     torch.testing.assert_close(x0_hat - x0, ((1 - a) / a).sqrt() * (inputs.eps - inputs.eps_pred))
+    # the scheduler's own x̂₀ (add_noise, then step) is that estimate, and Lemma 1 holds for it
+    torch.testing.assert_close(inputs.x0_pred, x0_hat)
+    assert origin.lemma1_residual(x0, inputs.eps, inputs.eps_pred, a, z0_pred=inputs.x0_pred) < 1e-5
 
 
 def test_generator_specs_differ():
@@ -157,6 +161,11 @@ def test_generator_specs_differ():
     assert len({s.scheduler for s in specs}) >= 3 and len({s.strength for s in specs}) >= 3
     with pytest.raises(ValueError, match="strength"):
         img2img.GeneratorSpec("bad", "DDIMScheduler", 0.0)
+    with pytest.raises(ValueError, match="would run 5"):  # diffusers truncates 5.5 steps to 5
+        img2img.GeneratorSpec("truncated", "DDIMScheduler", 0.55, num_inference_steps=10)
+    for spec in specs:  # the steps img2img runs are exactly the strength asked for
+        generator = img2img.Img2ImgGenerator(None, None, spec.scheduler, spec.strength, spec.num_inference_steps)
+        assert len(generator.timesteps()) == round(spec.strength * spec.num_inference_steps)
 
 
 # ------------------------------------------------------------------------------------- make_unet

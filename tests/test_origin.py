@@ -164,6 +164,20 @@ def test_lemma1_identity_holds_to_rounding(dtype, tolerance):
 
 
 @pytest.mark.slow
+def test_lemma1_check_fails_for_a_wrong_one_step_estimate():
+    """Given the sampler's z'_0, the check can fail: an estimate that is not Eq. 13 leaves a large residual."""
+    generator = torch.Generator().manual_seed(0)
+    x0, eps, eps_pred = (torch.randn(4, 3, 5, 5, generator=generator, dtype=torch.float64) for _ in range(3))
+    alpha_bar = torch.tensor(0.6, dtype=torch.float64)
+    z_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps
+    right = (z_t - (1 - alpha_bar).sqrt() * eps_pred) / alpha_bar.sqrt()
+    wrong = z_t - (1 - alpha_bar).sqrt() * eps_pred  # forgets to divide by √ᾱ
+    assert lemma1_residual(x0, eps, eps_pred, alpha_bar, z0_pred=right) < 1e-12
+    assert lemma1_residual(x0, eps, eps_pred, alpha_bar, z0_pred=wrong) > 0.1
+    with pytest.raises(ValueError, match="z0_pred"):
+        lemma1_residual(x0, eps, eps_pred, alpha_bar, z0_pred=right[:2])
+
+
 def test_lemma1_with_a_diffusers_schedule():
     scheduling = pytest.importorskip("diffusers.schedulers.scheduling_ddpm")
     alphas_cumprod = scheduling.DDPMScheduler(beta_schedule="scaled_linear").alphas_cumprod
@@ -187,6 +201,10 @@ def test_null_space_map_annihilates_an_exact_low_rank_shift():
     assert shrinkage(differences, origins, random_W) > 1.0
     # Fewer rows than dimensions: the zero singular values count as null space too.
     assert shrinkage(differences[:5], origins, null_space_map(differences[:5], n - 5)) < 1e-12
+    # per row: two translations per origin (T stacked twice) give the same ratio as one
+    stacked = torch.cat([differences, differences])
+    assert shrinkage(stacked, origins, random_W) == pytest.approx(shrinkage(differences, origins, random_W))
+    assert shrinkage(stacked, origins) == pytest.approx(shrinkage(differences, origins))
 
 
 def test_singular_value_cosine():

@@ -83,7 +83,11 @@ def test_retrieval_table_and_seen_unseen():
     references = torch.eye(6)
     exact = references[:3]
     shifted = references[[1, 2, 0]]  # each query's own origin is never first
-    table = oripid.retrieval_table({"a": exact, "b": shifted}, references)
+    table = oripid.retrieval_table({"a": exact, "b": shifted}, references, 3)
+    with pytest.raises(ValueError, match="one query per origin"):
+        oripid.retrieval_table({"a": references[:4]}, references, 3)  # a query without an origin
+    with pytest.raises(ValueError, match="num_origins"):
+        oripid.retrieval_table({"a": exact}, references[:2], 3)
     assert table["a"] == {"mAP": 1.0, "acc": 1.0}
     assert table["b"]["acc"] == 0.0 and table["b"]["mAP"] < 1.0
     table["c"] = {"mAP": 0.5, "acc": 0.25}

@@ -90,8 +90,9 @@ def test_hand_made_cases(relevant_ranks_listed, expected):
     np.testing.assert_array_equal(relevant_ranks(queries, gallery, relevant)[0], relevant_ranks_listed)
 
 
-def test_ties_favour_relevant_items_then_listed_order():
+def test_ties_count_against_relevant_items_then_listed_order():
     # Entries are exact binary fractions, so every float32 score is exact and the ties below are real.
+    # Scores: 0.5, 0.5, 1.0, 0.0, 0.5.
     queries = np.array([[1.0, 0.0, 0.0, 0.0]], dtype=np.float32)
     gallery = np.array(
         [
@@ -103,12 +104,12 @@ def test_ties_favour_relevant_items_then_listed_order():
         ],
         dtype=np.float32,
     )
-    assert relevant_ranks(queries, gallery, np.array([1]))[0] == 2
+    assert relevant_ranks(queries, gallery, np.array([1]))[0] == 4  # behind item 2 and the tied items 0 and 4
     np.testing.assert_array_equal(relevant_ranks(queries, gallery, [np.array([4, 0, 1])])[0], [2, 3, 4])
-    assert evaluate(queries, gallery, [[4, 0]], ks=(2,)) == {
-        "mAP": pytest.approx((1 / 2 + 2 / 3) / 2),
+    assert evaluate(queries, gallery, [[4, 0]], ks=(2,)) == {  # item 1 ties with both: ranks 3 and 4
+        "mAP": pytest.approx((1 / 3 + 2 / 4) / 2),
         "acc@1": 0.0,
-        "recall@2": 0.5,
+        "recall@2": 0.0,
     }
 
 
@@ -251,3 +252,10 @@ def test_relevant_ranks_rejects_bad_blocks(blocks):
             query_block=blocks[0],
             gallery_block=blocks[1],
         )
+
+
+def test_collapsed_features_score_at_the_bottom_not_perfectly():
+    """Constant features tie every score: each query's exemplar lands behind the whole gallery."""
+    queries, gallery = np.ones((5, 4), np.float32), np.ones((50, 4), np.float32)
+    scores = evaluate(queries, gallery, np.arange(5), ks=(1,))
+    assert scores["acc@1"] == 0.0 and scores["mAP"] == pytest.approx(1 / 50)

@@ -169,9 +169,10 @@ def test_evaluate_on_target_reports_every_number():
     settings = transfer.EvalSettings(omes_pairs=50, peer_points=20, peer_batch=4, dci_points=20,
                                       classifier_points=300)
     row = transfer.evaluate_on_target(model, source, target, np.random.default_rng(0), settings, ("MIG", "SAP"))
-    assert set(row) == {"omes", "modularity", "compactness", "omes_shared", "MIG", "SAP", "gbt_all", "gbt_pruned",
-                        "mlp_all", "mlp_pruned"}
+    assert set(row) == {"omes", "modularity", "compactness", "omes_shared", "omes_floor", "active_dims", "MIG", "SAP",
+                        "gbt_all", "gbt_pruned", "mlp_all", "mlp_pruned"}
     assert all(np.isfinite(v) for v in row.values())
+    assert row["omes_floor"] == metrics.omes_noise_floor(target.grid.num_factors, row["active_dims"])
     with pytest.raises(ValueError, match="unknown peer metric 'MIGG'"):
         transfer.evaluate(target.grid, lambda f: f.astype(float), np.random.default_rng(0), settings, ("MIGG",))
 

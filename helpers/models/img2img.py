@@ -445,12 +445,15 @@ class Lemma1Inputs(NamedTuple):
         eps: ``(N, C, h, w)`` the noise added, x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε.
         eps_pred: ``(N, C, h, w)`` the denoiser's estimate ε_θ(x_t, t, c).
         alpha_bar: ``()`` ᾱ_t.
+        x0_pred: ``(N, C, h, w)`` the one-step estimate x̂₀ as diffusers' DDPM scheduler computes it
+            (``step(...).pred_original_sample``, from the ``x_t`` of its own ``add_noise``).
     """
 
     x0: torch.Tensor
     eps: torch.Tensor
     eps_pred: torch.Tensor
     alpha_bar: torch.Tensor
+    x0_pred: torch.Tensor
 
 
 @torch.no_grad()
@@ -475,11 +478,14 @@ def lemma1_inputs(generator: Img2ImgGenerator, x0: torch.Tensor, prompts: torch.
     if not 0 <= timestep < num_train:
         raise ValueError(f"timestep must be in [0, {num_train}), got {timestep}")
     labels = generator._labels(prompts, len(x0), x0.device)
-    alpha_bar = make_scheduler("DDPMScheduler").alphas_cumprod[timestep].to(x0.device, x0.dtype)
+    scheduler = make_scheduler("DDPMScheduler")
+    alpha_bar = scheduler.alphas_cumprod[timestep].to(x0.device, x0.dtype)
     eps = torch.randn(x0.shape, generator=torch_generator(seed)).to(x0.device)
-    x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps
     t = torch.full((len(x0),), timestep, device=x0.device)
-    return Lemma1Inputs(x0, eps, generator.denoiser(x_t, t, class_labels=labels).sample, alpha_bar)
+    x_t = scheduler.add_noise(x0, eps, t)
+    eps_pred = generator.denoiser(x_t, t, class_labels=labels).sample
+    x0_pred = scheduler.step(eps_pred, timestep, x_t).pred_original_sample
+    return Lemma1Inputs(x0, eps, eps_pred, alpha_bar, x0_pred)
 
 
 # ---------------------------------------------------------------------------------------- styles
@@ -529,7 +535,8 @@ class GeneratorSpec:
     Attributes:
         name: label used in figures and tables.
         scheduler: a key of :data:`SCHEDULERS`.
-        strength: img2img strength in (0, 1].
+        strength: img2img strength in (0, 1]; ``strength × num_inference_steps`` must be a whole number of
+            steps (diffusers truncates it, so 0.55 of 10 steps would silently run as 0.5).
         num_inference_steps: length of the inference schedule.
         styles: prompt k of this generator means style ``styles[k]`` (indices into :data:`STYLE_NAMES`).
         channels: the denoiser's ``block_out_channels``.
@@ -550,6 +557,10 @@ class GeneratorSpec:
         make_scheduler(self.scheduler)
         if not 0 < self.strength <= 1:
             raise ValueError(f"strength must be in (0, 1], got {self.strength}")
+        steps = self.strength * self.num_inference_steps
+        if abs(steps - round(steps)) > 1e-9:  # diffusers' img2img truncates strength × steps
+            raise ValueError(f"strength {self.strength} of {self.num_inference_steps} steps is {steps:g} steps; "
+                             f"img2img would run {int(steps)}, i.e. strength {int(steps) / self.num_inference_steps:g}")
         if not self.styles or any(not 0 <= s < len(STYLE_NAMES) for s in self.styles):
             raise ValueError(f"styles must be indices into STYLE_NAMES, got {self.styles}")
 
@@ -564,10 +575,10 @@ class GeneratorSpec:
 GENERATOR_SPECS = (
     GeneratorSpec("ddim-base", "DDIMScheduler", 0.5),
     GeneratorSpec("ddpm-strong", "DDPMScheduler", 0.6, num_inference_steps=20, styles=(4, 1, 3, 0), seed_offset=1),
-    GeneratorSpec("euler-wide", "EulerDiscreteScheduler", 0.55, styles=(2, 3, 4, 1), channels=(48, 96),
-                  seed_offset=2),
-    GeneratorSpec("dpm-small", "DPMSolverMultistepScheduler", 0.45, styles=(3, 2, 1, 4), channels=(16, 32),
-                  seed_offset=3),
+    GeneratorSpec("euler-wide", "EulerDiscreteScheduler", 0.55, num_inference_steps=20, styles=(2, 3, 4, 1),
+                  channels=(48, 96), seed_offset=2),
+    GeneratorSpec("dpm-small", "DPMSolverMultistepScheduler", 0.45, num_inference_steps=20, styles=(3, 2, 1, 4),
+                  channels=(16, 32), seed_offset=3),
 )
 
 
