@@ -120,6 +120,9 @@ def test_head_diagnostics_known_answers():
             (whitening.mean_s if domain == "s" else whitening.mean_e).copy_(mean)
     white = at.head_diagnostics(whitening, z_s, z_e)
     assert white["whiteness_gap"] < 1e-4 and white["shift"] > 0.1
+    with torch.no_grad():  # one global scale does not count: cosine retrieval ignores it
+        whitening.H_s.mul_(3.0)
+    assert at.head_diagnostics(whitening, z_s, z_e)["whiteness_gap"] < 1e-4
 
 
 def test_heads_init():
