@@ -210,7 +210,7 @@ NOTEBOOKS["02_origin_linear_transform"] = NotebookSpec(
             "translations_per_origin": 2,
             "classifier_origins": 300, "vae_channels": (16, 16, 16), "vae_steps": 500, "vae_lr": 2e-3,
             "generator_steps": 120, "generator_lr": 1e-3, "map_dim": 256, "map_steps": 400, "map_lr": 3e-3,
-            "cnn_steps": 400, "classifier_steps": 300, "pretrained_size": 48,
+            "cnn_steps": 400, "classifier_steps": 600, "pretrained_size": 48,
             "ranks": (128, 32, 8, 4), "mlp_layers": (2, 3, 4),
             "blur_sigmas": (0.5, 1.0, 1.5), "jpeg_qualities": (90, 70, 50, 30),
         },

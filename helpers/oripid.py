@@ -297,8 +297,8 @@ def study_queries(cfg, generators: Mapping[str, Img2ImgGenerator], split: Origin
     names = list(generators)
     key = {"name": "oripid-queries", "seed": cfg.seed, "split": [len(split.train), len(split.test)],
            "k": cfg.translations_per_origin, "classifier_origins": cfg.classifier_origins,
-           "generators": {n: state_fingerprint(g.denoiser.state_dict()) for n, g in generators.items()},
-           "vae": state_fingerprint(generators[names[0]].vae.state_dict())}
+           "generators": {n: [state_fingerprint(g.denoiser.state_dict()), state_fingerprint(g.vae.state_dict())]
+                          for n, g in generators.items()}}
 
     def build():
         train = {names[0]: [translate_batched(generators[names[0]], split.train, cfg.seed * 1000 + k,

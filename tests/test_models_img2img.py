@@ -168,6 +168,62 @@ def test_generator_specs_differ():
         assert len(generator.timesteps()) == round(spec.strength * spec.num_inference_steps)
 
 
+def test_generator_specs_have_distinct_house_looks():
+    looks = [spec.look for spec in img2img.GENERATOR_SPECS]
+    assert looks[0] == "neutral" and len(set(looks)) == len(looks)  # the seen generator decodes with the shared VAE
+    with pytest.raises(ValueError, match="look must be one of"):
+        img2img.GeneratorSpec("bad", "DDIMScheduler", 0.5, look="sepia")
+
+
+@pytest.mark.parametrize(("look", "grey", "expected"), [
+    ("faded", 0.0, (0.18, 0.15, 0.12)),          # 0.8·0 + 0.15 + (0.03, 0, −0.03)
+    ("faded", 1.0, (0.98, 0.95, 0.92)),
+    ("teal_orange", 0.0, (0.0, 0.02, 0.35)),     # shadows: + 2(−0.5)(0.3, 0, −0.3) + (−0.05, 0.02, 0.05), clamped
+    ("teal_orange", 1.0, (1.0, 1.0, 0.75)),      # highlights: + (0.3, 0, −0.3) + (−0.05, 0.02, 0.05), clamped
+    ("vivid", 0.5, (0.5, 0.5, 0.5)),             # a grey has no chroma to scale
+])
+def test_house_look_known_answers(look, grey, expected):
+    out = img2img.house_look(torch.full((1, 3, 2, 2), grey), look)
+    torch.testing.assert_close(out[0, :, 0, 0], torch.tensor(expected))
+
+
+def test_vivid_scales_chroma_about_luminance(images):
+    out = img2img.house_look(images * 0.5 + 0.25, "vivid")  # away from the clamp
+    luminance = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    x = images * 0.5 + 0.25
+    lum = (x * luminance).sum(1, keepdim=True)
+    expected = (lum + 1.8 * (x - lum)).clamp(0, 1)
+    torch.testing.assert_close(out, expected)
+    assert torch.equal(img2img.house_look(images, "neutral"), images)
+    with pytest.raises(ValueError, match="look must be one of"):
+        img2img.house_look(images, "noir")
+
+
+def test_refit_decoder_output_renders_the_look_and_keeps_the_encoder(vae):
+    images = torch.rand(12, 3, 32, 32, generator=torch_generator(5))
+    own = img2img.refit_decoder_output(vae, images, "teal_orange", batch_size=5)
+    assert own is not vae and img2img.refit_decoder_output(vae, images, "neutral") is vae
+    changed = {name for name, value in own.state_dict().items() if not torch.equal(value, vae.state_dict()[name])}
+    assert changed == {"decoder.conv_out.weight", "decoder.conv_out.bias"}  # E(·) and the rest untouched
+    latents = img2img.encode(vae, images).view(12, 4, 8, 8)
+    target = 2 * img2img.house_look(images, "teal_orange") - 1
+
+    def error(model):
+        with torch.no_grad():
+            return torch.nn.functional.mse_loss(model.decode(latents).sample, target).item()
+
+    # the output layer is the least-squares one: better than the shared layer and than any nearby layer
+    fitted = error(own)
+    assert fitted < error(vae)
+    for seed in range(3):
+        nudged = copy.deepcopy(own)
+        noise = torch.randn(nudged.decoder.conv_out.weight.shape, generator=torch_generator(seed))
+        nudged.decoder.conv_out.weight.add_(0.01 * noise)
+        assert error(nudged) > fitted
+    with pytest.raises(ValueError, match="look must be one of"):
+        img2img.refit_decoder_output(vae, images, "noir")
+
+
 # ------------------------------------------------------------------------------------- make_unet
 
 
@@ -352,8 +408,11 @@ def test_residual_denoiser_rejects_mismatched_prior(zero_unet):
 def test_train_generator_uses_residual_denoiser(vae):
     images = torch.rand(8, 3, 32, 32, generator=torch_generator(6))
     spec = img2img.GeneratorSpec("tiny-ddim", "DDIMScheduler", 0.5, num_inference_steps=4, styles=(4, 1),
-                                 channels=(16, 16))
+                                 channels=(16, 16), look="vivid")
     generator = img2img.train_generator(spec, vae, images, seed=0, num_steps=2, batch_size=4)
+    # its own decoder renders the look; its encoder is the shared one
+    assert generator.vae is not vae
+    torch.testing.assert_close(img2img.encode(generator.vae, images), img2img.encode(vae, images))
     denoiser = generator.denoiser
     assert isinstance(denoiser, img2img.ResidualDenoiser) and generator.num_prompts == 2
     assert denoiser.prior_mean.shape == (2, N_LATENT) and generator.latent_scale > 0
@@ -364,7 +423,6 @@ def test_train_generator_uses_residual_denoiser(vae):
     assert first.shape == images.shape and torch.isfinite(first).all()
     assert torch.equal(first, generator.translate(images, [0, 1] * 4, seed=7))
     assert not torch.equal(first, generator.translate(images, [0, 1] * 4, seed=8))
-
 
 
 @pytest.mark.parametrize(("blocks", "image_size", "latent_side"), [(3, 48, 12), (4, 64, 8)])

@@ -19,8 +19,9 @@ by a term in ε − ε_θ (Lemma 1). This module builds generators that follow t
 A "prompt" is a style index: the denoiser is trained on VAE latents of images restyled by
 :func:`style_transform`, with the style as its label, so that translating with a prompt pulls an image
 towards that style. :data:`GENERATOR_SPECS` lists generators that differ in denoiser size and seed, in the
-styles their prompts name, in scheduler (DDPM, DDIM, Euler, DPM-Solver++) and in strength, as the seven
-diffusion models of OriPID's test set differ from the SD2 of its training set.
+styles their prompts name, in scheduler (DDPM, DDIM, Euler, DPM-Solver++), in strength and in their decoder's
+house look (:func:`house_look`, :func:`refit_decoder_output`), as the seven diffusion models of OriPID's test
+set differ from the SD2 of its training set in denoiser, VAE and aesthetic.
 
 Latents: :func:`encode` returns the unscaled posterior (mean, or a sample as the official ID² code's
 ``latent_dist.sample()``), flattened to ``(N, n)`` — the embedding the paper's W acts on. The diffusion
@@ -29,6 +30,7 @@ process works on ``latent_scale`` times the 4×h×w latent (:meth:`Img2ImgGenera
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from collections.abc import Sequence
@@ -73,6 +75,12 @@ _CYANOTYPE_BASE = torch.tensor([0.1, 0.3, 0.5])
 _CYANOTYPE_GAIN = torch.tensor([0.3, 0.5, 0.5])
 _POSTERISE_LEVELS = 4
 _POSTERISE_CONTRAST = 1.6
+# The generators' house looks (:func:`house_look`): name → its constant colour shift.
+HOUSE_LOOKS = {"neutral": torch.zeros(3), "vivid": torch.zeros(3), "faded": torch.tensor([0.03, 0.0, -0.03]),
+               "teal_orange": torch.tensor([-0.05, 0.02, 0.05])}
+_VIVID_CHROMA = 1.8
+_FADED_CONTRAST, _FADED_LIFT = 0.8, 0.15
+_TEAL_ORANGE_SPLIT = torch.tensor([0.3, 0.0, -0.3])
 
 
 # ---------------------------------------------------------------------------------------------- VAE
@@ -525,6 +533,85 @@ def style_transform(images: torch.Tensor, style_ids: torch.Tensor | Sequence[int
     return styled[ids, torch.arange(len(images), device=images.device)].clamp(0, 1)
 
 
+# ----------------------------------------------------------------------------------- house looks
+
+
+def house_look(images: torch.Tensor, look: str) -> torch.Tensor:
+    """Render ``images`` ``(N, 3, S, S)`` in [0, 1] in a generator's house look (see :data:`HOUSE_LOOKS`).
+
+    With L the luminance (0.299 R + 0.587 G + 0.114 B): ``neutral`` is the identity; ``vivid`` scales the
+    chroma x − L by 1.8; ``faded`` lowers contrast to 0.8 and lifts it, warm (x + 0.15 − 0.2 x + (0.03, 0, −0.03));
+    ``teal_orange`` pushes shadows towards teal and highlights towards orange
+    (x + 2 (L − 0.5)(0.3, 0, −0.3) + (−0.05, 0.02, 0.05)). Results are clamped to [0, 1].
+    """
+    if look not in HOUSE_LOOKS:
+        raise ValueError(f"look must be one of {', '.join(HOUSE_LOOKS)}, got {look!r}")
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must have shape (N, 3, S, S), got {tuple(images.shape)}")
+    if look == "neutral":
+        return images
+    luminance = torch.einsum("c,nchw->nhw", _LUMINANCE.to(images), images)[:, None]
+    if look == "vivid":
+        return (luminance + _VIVID_CHROMA * (images - luminance)).clamp(0, 1)
+    shift = HOUSE_LOOKS[look].to(images).view(1, 3, 1, 1)
+    if look == "faded":
+        return (_FADED_CONTRAST * images + _FADED_LIFT + shift).clamp(0, 1)
+    return (images + 2 * (luminance - 0.5) * _TEAL_ORANGE_SPLIT.to(images).view(1, 3, 1, 1) + shift).clamp(0, 1)
+
+
+@torch.no_grad()
+def refit_decoder_output(vae: AutoencoderKL, images: torch.Tensor, look: str, *, ridge: float = 1e-3,
+                         batch_size: int = 100) -> AutoencoderKL:
+    """A copy of ``vae`` whose decoder renders ``look``: its output convolution refitted by ridge least squares.
+
+    The paper's seven models each decode with their own VAE and carry their own aesthetic (its Fig. 2 and
+    Table 3). Here an unseen generator gets its own decoder cheaply: the shared decoder's last 3×3 convolution
+    (a linear map of its input patches) is solved in closed form so that D'(E(x)) ≈ ``house_look(x)`` on
+    ``images``, with E(x) the posterior mean. Encoder and all other layers are the shared VAE's, so embeddings
+    E(·) are unchanged. Each batch's normal equations are computed in the VAE's precision and summed in float64;
+    ``ridge`` is relative to the mean diagonal.
+
+    Args:
+        vae: the shared autoencoder (left untouched).
+        images: ``(M, 3, S, S)`` in [0, 1], the images to fit on (the training origins).
+        look: a key of :data:`HOUSE_LOOKS`; ``neutral`` returns ``vae`` itself.
+        ridge, batch_size: the solve's regularisation and the batch of images per accumulation.
+
+    Returns:
+        the new (frozen) autoencoder, or ``vae`` for ``neutral``.
+    """
+    _check_images(images, downsampling(vae))
+    if look not in HOUSE_LOOKS:
+        raise ValueError(f"look must be one of {', '.join(HOUSE_LOOKS)}, got {look!r}")
+    if look == "neutral":
+        return vae
+    own = copy.deepcopy(vae).requires_grad_(False)
+    conv = own.decoder.conv_out
+    patch_size = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+    gram = torch.zeros(patch_size + 1, patch_size + 1, dtype=torch.float64)
+    moment = torch.zeros(patch_size + 1, conv.out_channels, dtype=torch.float64)
+    captured = []
+    hook = conv.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0]))
+    try:
+        for chunk in images.split(batch_size):
+            chunk = chunk.to(own.device)
+            captured.clear()
+            own.decode(_posterior_latents(own, chunk, None, False))
+            patches = F.unfold(captured[0], conv.kernel_size, padding=conv.padding).transpose(1, 2)
+            rows = torch.cat([patches.reshape(-1, patch_size), patches.new_ones(patches.shape[0] * patches.shape[1], 1)],
+                             1)
+            target = (2 * house_look(chunk, look) - 1).permute(0, 2, 3, 1).reshape(-1, conv.out_channels)
+            gram += (rows.T @ rows).double().cpu()
+            moment += (rows.T @ target).double().cpu()
+    finally:
+        hook.remove()
+    gram += ridge * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
+    solution = torch.linalg.solve(gram, moment)  # (patch_size + 1, out_channels)
+    conv.weight.copy_(solution[:-1].T.reshape(conv.weight.shape))
+    conv.bias.copy_(solution[-1])
+    return own
+
+
 # ------------------------------------------------------------------------------------- training
 
 
@@ -542,6 +629,8 @@ class GeneratorSpec:
         channels: the denoiser's ``block_out_channels``.
         attention: self-attention in the denoiser (see :func:`make_unet`).
         seed_offset: added to the training seed, so generators with equal knobs still differ.
+        look: the generator's house look (a key of :data:`HOUSE_LOOKS`), rendered by its own decoder
+            (:func:`refit_decoder_output`); ``neutral`` decodes with the shared VAE.
     """
 
     name: str
@@ -552,9 +641,12 @@ class GeneratorSpec:
     channels: tuple[int, int] = (32, 64)
     attention: bool = False
     seed_offset: int = 0
+    look: str = "neutral"
 
     def __post_init__(self):
         make_scheduler(self.scheduler)
+        if self.look not in HOUSE_LOOKS:
+            raise ValueError(f"look must be one of {', '.join(HOUSE_LOOKS)}, got {self.look!r}")
         if not 0 < self.strength <= 1:
             raise ValueError(f"strength must be in (0, 1], got {self.strength}")
         steps = self.strength * self.num_inference_steps
@@ -568,17 +660,18 @@ class GeneratorSpec:
         return {"name": self.name, "scheduler": self.scheduler, "strength": self.strength,
                 "num_inference_steps": self.num_inference_steps, "styles": list(self.styles),
                 "channels": list(self.channels), "attention": self.attention,
-                "seed_offset": self.seed_offset}
+                "seed_offset": self.seed_offset, "look": self.look}
 
 
 # The first plays OriPID's SD2 (the generator W is trained on); the others are the "unseen" models.
 GENERATOR_SPECS = (
     GeneratorSpec("ddim-base", "DDIMScheduler", 0.5),
-    GeneratorSpec("ddpm-strong", "DDPMScheduler", 0.6, num_inference_steps=20, styles=(4, 1, 3, 0), seed_offset=1),
+    GeneratorSpec("ddpm-strong", "DDPMScheduler", 0.6, num_inference_steps=20, styles=(4, 1, 3, 0), seed_offset=1,
+                  look="vivid"),
     GeneratorSpec("euler-wide", "EulerDiscreteScheduler", 0.55, num_inference_steps=20, styles=(2, 3, 4, 1),
-                  channels=(48, 96), seed_offset=2),
+                  channels=(48, 96), seed_offset=2, look="faded"),
     GeneratorSpec("dpm-small", "DPMSolverMultistepScheduler", 0.45, num_inference_steps=20, styles=(3, 2, 1, 4),
-                  channels=(16, 32), seed_offset=3),
+                  channels=(16, 32), seed_offset=3, look="teal_orange"),
 )
 
 
@@ -591,7 +684,8 @@ def train_generator(spec: GeneratorSpec, vae: AutoencoderKL, images: torch.Tenso
     deviation). The denoiser is a :class:`ResidualDenoiser`: the exact denoiser of a Gaussian fitted per prompt
     to these latents, plus a zero-initialised UNet trained on the residual; a batch draws images, prompts and
     a posterior sample with the step's generator. ``latent_scale`` is 1 / std of the identity-styled latent
-    means, as SD's 0.18215 was derived.
+    means, as SD's 0.18215 was derived. A spec with a house look decodes with its own decoder, refitted on
+    ``images`` (:func:`refit_decoder_output`); the denoiser is trained on the shared VAE's latents either way.
 
     Args:
         spec: the generator's knobs.
@@ -631,7 +725,8 @@ def train_generator(spec: GeneratorSpec, vae: AutoencoderKL, images: torch.Tenso
 
     fit(denoiser, torch.optim.Adam(unet.parameters(), lr=lr), loss_fn, make_batch, num_steps, seed=seed,
         checkpoint=checkpoint, desc=spec.name)
-    return Img2ImgGenerator(vae, denoiser.requires_grad_(False), spec.scheduler, spec.strength,
+    own_vae = refit_decoder_output(vae, data, spec.look)
+    return Img2ImgGenerator(own_vae, denoiser.requires_grad_(False), spec.scheduler, spec.strength,
                             spec.num_inference_steps, latent_scale=scale)
 
 
