@@ -67,6 +67,13 @@ class FacesSplit:
         labels.update({name: torch.from_numpy(self.salient[:, j] + 1) for j, name in enumerate(faces.SALIENT.names)})
         return labels
 
+    @property
+    def probe_classes(self) -> dict[str, int]:
+        """``{factor: number of classes}`` of :attr:`probe_labels` (a salient factor has "none" as one more)."""
+        classes = dict(zip(faces.COMMON.names, faces.COMMON.sizes, strict=True))
+        classes.update({name: size + 1 for name, size in zip(faces.SALIENT.names, faces.SALIENT.sizes, strict=True)})
+        return classes
+
 
 def faces_split(n_background: int, n_target: int, image_size: int, seed: int) -> FacesSplit:
     """A seeded :func:`helpers.data.faces.contrastive_dataset` as a :class:`FacesSplit`."""
@@ -207,7 +214,8 @@ def study_probe(cfg, train: FacesSplit) -> diffca.FactorProbe:
            "lr": cfg.probe_lr, "images": _fingerprint(images=train.images)}
 
     def run(checkpoint):
-        model, _ = diffca.train_factor_probe(train.images, train.probe_labels, steps=cfg.probe_steps,
+        model, _ = diffca.train_factor_probe(train.images, train.probe_labels, train.probe_classes,
+                                             steps=cfg.probe_steps,
                                              batch_size=cfg.probe_batch, lr=cfg.probe_lr, seed=cfg.seed,
                                              checkpoint=checkpoint)
         return model
@@ -229,13 +237,6 @@ def tokens_of(stage1: diffca.Stage1, images: torch.Tensor, batch_size: int = 500
     return torch.cat([stage1.encoder(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
 
 
-def _standardiser(x: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    """Rows (n, p) → rows standardised as :func:`helpers.contrastive.cpca` standardises the set ``x`` (n_x, p) its
-    axes came from: minus ``x``'s mean, over its standard deviation (constant features → 0)."""
-    mean, std = x.mean(0), x.std(0, ddof=1)
-    return lambda rows: np.divide(rows - mean, std, out=np.zeros_like(rows), where=std > 0)
-
-
 def cpca_projections(train_tokens: torch.Tensor, y: torch.Tensor, *, alpha: float,
                      num_components: int) -> Encoder:
     """cPCA's codes on flattened tokens: salient = top-k contrastive components of target vs background (α),
@@ -245,7 +246,7 @@ def cpca_projections(train_tokens: torch.Tensor, y: torch.Tensor, *, alpha: floa
     target, background = flat[y.numpy() == 1], flat[y.numpy() == 0]
     salient_axes, _ = ca.cpca(target, background, alpha, num_components)
     common_axes, _ = ca.cpca(background, background, 0.0, num_components)
-    as_target, as_background = _standardiser(target), _standardiser(background)
+    as_target, as_background = ca.standardiser(target), ca.standardiser(background)
 
     def project(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return as_target(tokens) @ salient_axes, as_background(tokens) @ common_axes
@@ -511,7 +512,7 @@ def classic_cpca(n: int, image_size: int, *, alpha: float, num_components: int, 
     target, background = pixels[data["y"] == 1], pixels[data["y"] == 0]
     digit = data["digit"][data["y"] == 1]
     axes, _ = ca.cpca(target, background, alpha, num_components)
-    scaled = _standardiser(target)(target)
+    scaled = ca.standardiser(target)(target)
     projections = {"cpca": scaled @ axes,
                    "pca": PCA(num_components, random_state=seed).fit_transform(scaled)}
     half = n // 2

@@ -20,6 +20,8 @@ over the K tokens):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -203,6 +205,13 @@ def _biased_mmd(x: torch.Tensor, y: torch.Tensor, gammas: torch.Tensor) -> torch
     return kernel(x, x) + kernel(y, y) - 2.0 * kernel(x, y)
 
 
+def standardiser(x: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """The standardisation of the set ``x`` (n, p) that :func:`cpca` applies, as a map of rows (m, p) → (m, p):
+    minus ``x``'s mean, over its standard deviation (ddof 1; a constant feature maps to 0)."""
+    mean, std = x.mean(axis=0), x.std(axis=0, ddof=1)
+    return lambda rows: np.divide(rows - mean, std, out=np.zeros_like(rows, dtype=np.float64), where=std > 0)
+
+
 def cpca(target: np.ndarray | torch.Tensor, background: np.ndarray | torch.Tensor, alpha: float,
          num_components: int) -> tuple[np.ndarray, np.ndarray]:
     """Contrastive PCA: the top eigenvectors of ``C_t − α C_b`` (Abid et al. 2018).
@@ -234,9 +243,7 @@ def cpca(target: np.ndarray | torch.Tensor, background: np.ndarray | torch.Tenso
         raise ValueError(f"num_components must be in [1, {t.shape[1]}], got {num_components}")
 
     def covariance(x: np.ndarray) -> np.ndarray:
-        centred = x - x.mean(axis=0)
-        std = centred.std(axis=0, ddof=1)
-        scaled = np.divide(centred, std, out=np.zeros_like(centred), where=std > 0)
+        scaled = standardiser(x)(x)
         return scaled.T @ scaled / (len(x) - 1)
 
     eigenvalues, eigenvectors = np.linalg.eigh(covariance(t) - alpha * covariance(b))

@@ -224,15 +224,21 @@ class FactorProbe(nn.Module):
         return {name: torch.cat([out[name] for out in outputs]).argmax(1) for name in self.classes}
 
 
-def train_factor_probe(images: torch.Tensor, labels: dict[str, torch.Tensor], *, steps: int, batch_size: int,
-                       lr: float, seed: int, checkpoint: Checkpoint | None = None) -> tuple[FactorProbe, dict]:
+def train_factor_probe(images: torch.Tensor, labels: dict[str, torch.Tensor], classes: dict[str, int], *,
+                       steps: int, batch_size: int, lr: float, seed: int,
+                       checkpoint: Checkpoint | None = None) -> tuple[FactorProbe, dict]:
     """Train a :class:`FactorProbe` (AdamW, summed cross-entropies) on images (N, 3, S, S) and labels
-    ``{factor: (N,) int64 in [0, classes)}``; the number of classes of a factor is its largest label + 1."""
+    ``{factor: (N,) int64 in [0, classes[factor])}``. The class counts come from the factors' definition, not
+    from the labels, so a class missing from the training set still gets its logit."""
     if images.dim() != 4 or any(v.shape != (len(images),) for v in labels.values()):
         raise ValueError("need images (N, 3, S, S) and one (N,) label vector per factor")
-    if any(int(v.min()) < 0 for v in labels.values()):
-        raise ValueError("labels must be class indices >= 0")
-    model = FactorProbe({name: int(v.max()) + 1 for name, v in labels.items()}, seed=seed)
+    if set(labels) != set(classes):
+        raise ValueError(f"labels and classes must name the same factors, got {sorted(labels)} and {sorted(classes)}")
+    for name, v in labels.items():
+        if int(v.min()) < 0 or int(v.max()) >= classes[name]:
+            raise ValueError(f"labels of {name!r} must be class indices in [0, {classes[name]}), "
+                             f"got {int(v.min())}..{int(v.max())}")
+    model = FactorProbe(classes, seed=seed)
 
     def make_batch(step: int, generator: torch.Generator):
         rows = torch.randperm(len(images), generator=generator)[:batch_size]

@@ -136,6 +136,17 @@ def test_cpca_matches_a_direct_eigendecomposition():
         ca.cpca(target, background, alpha=-1.0, num_components=1)
 
 
+def test_standardiser_uses_the_fitted_set_s_statistics():
+    x = np.array([[1.0, 5.0, 2.0], [3.0, 5.0, 4.0], [5.0, 5.0, 9.0]])
+    standardise = ca.standardiser(x)
+    scaled = standardise(x)
+    np.testing.assert_allclose(scaled.mean(0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(scaled[:, [0, 2]].std(0, ddof=1), 1.0)
+    assert (scaled[:, 1] == 0).all()  # a constant feature maps to 0, not NaN
+    # other rows are read with x's mean (3, 5, 5) and standard deviation (2, 0, √13)
+    np.testing.assert_allclose(standardise(np.array([[7.0, 1.0, 5.0]])), [[2.0, 0.0, 0.0]])
+
+
 def test_additive_model_structure():
     model = ca.additive_model(30, 20, dim=6, salient_dim=2, common_dim=3, seed=0)
     torch.testing.assert_close(model["Z"], model["Z_s"] + model["Z_c"])

@@ -57,15 +57,19 @@ def test_factor_probe_learns_a_colour_factor():
     labels = torch.arange(60) % 3
     images = torch.rand(60, 3, 8, 8, generator=generator) * 0.2 - 0.1
     images[torch.arange(60), labels] += 0.8  # the label is the brightest channel
-    probe, history = diffca.train_factor_probe(images, {"channel": labels}, steps=60, batch_size=20, lr=5e-3,
-                                               seed=0)
+    probe, history = diffca.train_factor_probe(images, {"channel": labels}, {"channel": 3}, steps=60, batch_size=20,
+                                               lr=5e-3, seed=0)
     assert probe.classes == {"channel": 3}
     assert (probe.predict(images, batch_size=16)["channel"] == labels).float().mean() > 0.9
     assert sum(history["channel"][-5:]) < sum(history["channel"][:5])
-    with pytest.raises(ValueError, match=">= 0"):
-        diffca.train_factor_probe(images, {"channel": labels - 1}, steps=1, batch_size=4, lr=1e-3, seed=0)
-    with pytest.raises(ValueError, match="one \\(N,\\) label"):
-        diffca.train_factor_probe(images, {"channel": labels[:10]}, steps=1, batch_size=4, lr=1e-3, seed=0)
+    # the class count comes from the factor's definition: a class absent from the labels keeps its logit
+    wider, _ = diffca.train_factor_probe(images, {"channel": labels}, {"channel": 4}, steps=1, batch_size=4, lr=1e-3,
+                                         seed=0)
+    assert wider(images[:2])["channel"].shape == (2, 4)
+    for bad, match in (({"channel": labels - 1}, "in \\[0, 3\\)"), ({"channel": labels + 1}, "in \\[0, 3\\)"),
+                       ({"colour": labels}, "same factors"), ({"channel": labels[:10]}, "one \\(N,\\) label")):
+        with pytest.raises(ValueError, match=match):
+            diffca.train_factor_probe(images, bad, {"channel": 3}, steps=1, batch_size=4, lr=1e-3, seed=0)
     with pytest.raises(ValueError, match="at least 2 classes"):
         diffca.FactorProbe({"constant": 1})
 
