@@ -75,12 +75,12 @@ _CYANOTYPE_BASE = torch.tensor([0.1, 0.3, 0.5])
 _CYANOTYPE_GAIN = torch.tensor([0.3, 0.5, 0.5])
 _POSTERISE_LEVELS = 4
 _POSTERISE_CONTRAST = 1.6
-# The generators' house looks (:func:`house_look`): name → its constant colour shift.
-HOUSE_LOOKS = {"neutral": torch.zeros(3), "vivid": torch.zeros(3), "faded": torch.tensor([0.03, 0.0, -0.03]),
-               "teal_orange": torch.tensor([-0.05, 0.02, 0.05])}
+HOUSE_LOOKS = ("neutral", "vivid", "faded", "teal_orange")  # the generators' decoders' looks (:func:`house_look`)
 _VIVID_CHROMA = 1.8
 _FADED_CONTRAST, _FADED_LIFT = 0.8, 0.15
+_FADED_TINT = torch.tensor([0.03, 0.0, -0.03])
 _TEAL_ORANGE_SPLIT = torch.tensor([0.3, 0.0, -0.3])
+_TEAL_ORANGE_TINT = torch.tensor([-0.05, 0.02, 0.05])
 
 
 # ---------------------------------------------------------------------------------------------- VAE
@@ -553,10 +553,10 @@ def house_look(images: torch.Tensor, look: str) -> torch.Tensor:
     luminance = torch.einsum("c,nchw->nhw", _LUMINANCE.to(images), images)[:, None]
     if look == "vivid":
         return (luminance + _VIVID_CHROMA * (images - luminance)).clamp(0, 1)
-    shift = HOUSE_LOOKS[look].to(images).view(1, 3, 1, 1)
     if look == "faded":
-        return (_FADED_CONTRAST * images + _FADED_LIFT + shift).clamp(0, 1)
-    return (images + 2 * (luminance - 0.5) * _TEAL_ORANGE_SPLIT.to(images).view(1, 3, 1, 1) + shift).clamp(0, 1)
+        return (_FADED_CONTRAST * images + _FADED_LIFT + _FADED_TINT.to(images).view(1, 3, 1, 1)).clamp(0, 1)
+    split, tint = (v.to(images).view(1, 3, 1, 1) for v in (_TEAL_ORANGE_SPLIT, _TEAL_ORANGE_TINT))
+    return (images + 2 * (luminance - 0.5) * split + tint).clamp(0, 1)
 
 
 @torch.no_grad()
@@ -598,8 +598,8 @@ def refit_decoder_output(vae: AutoencoderKL, images: torch.Tensor, look: str, *,
             captured.clear()
             own.decode(_posterior_latents(own, chunk, None, False))
             patches = F.unfold(captured[0], conv.kernel_size, padding=conv.padding).transpose(1, 2)
-            rows = torch.cat([patches.reshape(-1, patch_size), patches.new_ones(patches.shape[0] * patches.shape[1], 1)],
-                             1)
+            patches = patches.reshape(-1, patch_size)
+            rows = torch.cat([patches, patches.new_ones(len(patches), 1)], 1)  # (pixels, patch_size + 1)
             target = (2 * house_look(chunk, look) - 1).permute(0, 2, 3, 1).reshape(-1, conv.out_channels)
             gram += (rows.T @ rows).double().cpu()
             moment += (rows.T @ target).double().cpu()
