@@ -202,6 +202,9 @@ def test_vivid_scales_chroma_about_luminance(images):
 def test_refit_decoder_output_renders_the_look_and_keeps_the_encoder(vae):
     images = torch.rand(12, 3, 32, 32, generator=torch_generator(5))
     own = img2img.refit_decoder_output(vae, images, "teal_orange", batch_size=5)
+    # batches capped by pixel rows (here one image per batch) give the same solution
+    capped = img2img.refit_decoder_output(vae, images, "teal_orange", batch_size=5, max_rows=32 * 32)
+    torch.testing.assert_close(capped.decoder.conv_out.weight, own.decoder.conv_out.weight, rtol=1e-4, atol=1e-5)
     assert own is not vae and img2img.refit_decoder_output(vae, images, "neutral") is vae
     changed = {name for name, value in own.state_dict().items() if not torch.equal(value, vae.state_dict()[name])}
     assert changed == {"decoder.conv_out.weight", "decoder.conv_out.bias"}  # E(·) and the rest untouched

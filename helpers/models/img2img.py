@@ -561,7 +561,7 @@ def house_look(images: torch.Tensor, look: str) -> torch.Tensor:
 
 @torch.no_grad()
 def refit_decoder_output(vae: AutoencoderKL, images: torch.Tensor, look: str, *, ridge: float = 1e-3,
-                         batch_size: int = 100) -> AutoencoderKL:
+                         batch_size: int = 100, max_rows: int = 1 << 17) -> AutoencoderKL:
     """A copy of ``vae`` whose decoder renders ``look``: its output convolution refitted by ridge least squares.
 
     The paper's seven models each decode with their own VAE and carry their own aesthetic (its Fig. 2 and
@@ -575,7 +575,9 @@ def refit_decoder_output(vae: AutoencoderKL, images: torch.Tensor, look: str, *,
         vae: the shared autoencoder (left untouched).
         images: ``(M, 3, S, S)`` in [0, 1], the images to fit on (the training origins).
         look: a key of :data:`HOUSE_LOOKS`; ``neutral`` returns ``vae`` itself.
-        ridge, batch_size: the solve's regularisation and the batch of images per accumulation.
+        ridge: the solve's regularisation.
+        batch_size, max_rows: images per accumulation, fewer where their pixels would exceed ``max_rows`` patch
+            rows (a 256-px image is 65,536 rows of 1,153 values with SD's decoder).
 
     Returns:
         the new (frozen) autoencoder, or ``vae`` for ``neutral``.
@@ -593,7 +595,7 @@ def refit_decoder_output(vae: AutoencoderKL, images: torch.Tensor, look: str, *,
     captured = []
     hook = conv.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0]))
     try:
-        for chunk in images.split(batch_size):
+        for chunk in images.split(min(batch_size, max(1, max_rows // images.shape[-1] ** 2))):
             chunk = chunk.to(own.device)
             captured.clear()
             own.decode(_posterior_latents(own, chunk, None, False))
