@@ -527,10 +527,15 @@ def style_transform(images: torch.Tensor, style_ids: torch.Tensor | Sequence[int
     posterised = torch.round(contrasted * (_POSTERISE_LEVELS - 1)) / (_POSTERISE_LEVELS - 1)
     blurred = F.avg_pool2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
     warm = blurred * torch.tensor([1.15, 1.0, 0.8], device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    luminance = torch.einsum("c,nchw->nhw", _LUMINANCE.to(images), images)[:, None]
+    luminance = _luminance(images)
     cyanotype = _CYANOTYPE_BASE.to(images).view(1, 3, 1, 1) + _CYANOTYPE_GAIN.to(images).view(1, 3, 1, 1) * luminance
     styled = torch.stack([images, sepia, posterised, warm, cyanotype])  # (styles, N, 3, S, S)
     return styled[ids, torch.arange(len(images), device=images.device)].clamp(0, 1)
+
+
+def _luminance(images: torch.Tensor) -> torch.Tensor:
+    """Luminance 0.299 R + 0.587 G + 0.114 B of images (N, 3, S, S), as (N, 1, S, S)."""
+    return torch.einsum("c,nchw->nhw", _LUMINANCE.to(images), images)[:, None]
 
 
 # ----------------------------------------------------------------------------------- house looks
@@ -550,7 +555,7 @@ def house_look(images: torch.Tensor, look: str) -> torch.Tensor:
         raise ValueError(f"images must have shape (N, 3, S, S), got {tuple(images.shape)}")
     if look == "neutral":
         return images
-    luminance = torch.einsum("c,nchw->nhw", _LUMINANCE.to(images), images)[:, None]
+    luminance = _luminance(images)
     if look == "vivid":
         return (luminance + _VIVID_CHROMA * (images - luminance)).clamp(0, 1)
     if look == "faded":
