@@ -541,6 +541,11 @@ def _luminance(images: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------- house looks
 
 
+def _check_look(look: str) -> None:
+    if look not in HOUSE_LOOKS:
+        raise ValueError(f"look must be one of {', '.join(HOUSE_LOOKS)}, got {look!r}")
+
+
 def house_look(images: torch.Tensor, look: str) -> torch.Tensor:
     """Render ``images`` ``(N, 3, S, S)`` in [0, 1] in a generator's house look (see :data:`HOUSE_LOOKS`).
 
@@ -549,8 +554,7 @@ def house_look(images: torch.Tensor, look: str) -> torch.Tensor:
     ``teal_orange`` pushes shadows towards teal and highlights towards orange
     (x + 2 (L − 0.5)(0.3, 0, −0.3) + (−0.05, 0.02, 0.05)). Results are clamped to [0, 1].
     """
-    if look not in HOUSE_LOOKS:
-        raise ValueError(f"look must be one of {', '.join(HOUSE_LOOKS)}, got {look!r}")
+    _check_look(look)
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must have shape (N, 3, S, S), got {tuple(images.shape)}")
     if look == "neutral":
@@ -588,8 +592,7 @@ def refit_decoder_output(vae: AutoencoderKL, images: torch.Tensor, look: str, *,
         the new (frozen) autoencoder, or ``vae`` for ``neutral``.
     """
     _check_images(images, downsampling(vae))
-    if look not in HOUSE_LOOKS:
-        raise ValueError(f"look must be one of {', '.join(HOUSE_LOOKS)}, got {look!r}")
+    _check_look(look)
     if look == "neutral":
         return vae
     own = copy.deepcopy(vae).requires_grad_(False)
@@ -652,8 +655,7 @@ class GeneratorSpec:
 
     def __post_init__(self):
         make_scheduler(self.scheduler)
-        if self.look not in HOUSE_LOOKS:
-            raise ValueError(f"look must be one of {', '.join(HOUSE_LOOKS)}, got {self.look!r}")
+        _check_look(self.look)
         if not 0 < self.strength <= 1:
             raise ValueError(f"strength must be in (0, 1], got {self.strength}")
         steps = self.strength * self.num_inference_steps
