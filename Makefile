@@ -3,6 +3,8 @@
 #   make test        set up .venv, run ruff, pytest on tests/ and nbval on notebooks/
 # Options: SCALE=small|full  SEED=0  SEEDS="0 1 2" (several seeds, summarised in results/seeds/)  DEVICE=auto|cpu|cuda
 #          NB=03 (only notebooks whose name starts with it)
+#          PARAMS="SOURCE_STEPS=20000 FINETUNE_STEPS=5000" (a notebook's own parameters; a run that overrides a
+#          preset value is recorded with its overrides, under its own results and figures names)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,7 +16,10 @@ SEED ?= 0
 SEEDS ?= $(SEED)
 DEVICE ?= auto
 NB ?=
+PARAMS ?=
 NOTEBOOKS := $(sort $(wildcard notebooks/$(NB)*.ipynb))
+# NAME=VALUE pairs → papermill's -p NAME VALUE (papermill reads 20000 as an int, 1e-4 as a float)
+PAPERMILL_PARAMS := $(foreach pair,$(PARAMS),-p $(firstword $(subst =, ,$(pair))) $(word 2,$(subst =, ,$(pair))))
 KERNEL := workbench
 
 export HF_HUB_OFFLINE := 1
@@ -34,11 +39,12 @@ setup: $(VENV)/.installed
 notebooks: setup
 	@if [ -n "$(NB)" ] && [ -z "$(NOTEBOOKS)" ]; then echo "no notebook matches NB=$(NB)"; exit 1; fi
 	@mkdir -p build/executed
-	@for nb in $(NOTEBOOKS); do for seed in $(SEEDS); do \
-	  echo "== $$nb (SCALE=$(SCALE) SEED=$$seed DEVICE=$(DEVICE))"; \
-	  $(PY) -m papermill "$$nb" "build/executed/$$(basename $$nb .ipynb)@$(SCALE)-seed$$seed.ipynb" \
+	@suffix=$$(for pair in $(PARAMS); do echo "-$$pair"; done | tr 'A-Z' 'a-z' | tr -d '=' | sort | tr -d '\n'); \
+	for nb in $(NOTEBOOKS); do for seed in $(SEEDS); do \
+	  echo "== $$nb (SCALE=$(SCALE) SEED=$$seed DEVICE=$(DEVICE) $(PARAMS))"; \
+	  $(PY) -m papermill "$$nb" "build/executed/$$(basename $$nb .ipynb)@$(SCALE)-seed$$seed$$suffix.ipynb" \
 	    -k $(KERNEL) --cwd notebooks \
-	    -p SCALE $(SCALE) -p SEED $$seed -p DEVICE $(DEVICE) || exit 1; \
+	    -p SCALE $(SCALE) -p SEED $$seed -p DEVICE $(DEVICE) $(PAPERMILL_PARAMS) || exit 1; \
 	done; done
 	$(PY) -m helpers.results README.md
 

@@ -76,6 +76,8 @@ class Config:
         seed: the run's seed.
         device: ``"cpu"``, ``"cuda"``, … as resolved from ``DEVICE``.
         values: every other parameter and preset value, by lower-case name (also readable as attributes).
+        overrides: the parameters that replaced a preset value (``SOURCE_STEPS`` → 20000), by upper-case name;
+            empty for a run at the scale's own settings.
     """
 
     notebook: str
@@ -83,6 +85,7 @@ class Config:
     seed: int
     device: str
     values: Mapping[str, Any]
+    overrides: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     def __getattr__(self, name: str) -> Any:
         values = object.__getattribute__(self, "values")
@@ -94,12 +97,14 @@ class Config:
     def run_name(self) -> str:
         """Name of this run's results file and figure folder.
 
-        The default run (small scale, seed 0) is the notebook stem; any other run is ``<stem>@<scale>-seed<k>``,
-        so reruns with another seed or scale never overwrite the default results and figures.
+        The default run (small scale, seed 0, no override) is the notebook stem; any other run is
+        ``<stem>@<scale>-seed<k>``, followed by its overrides when it has any
+        (``03_omes_transfer@full-seed0-source_steps20000``), so a rerun with another seed, scale or step count
+        never overwrites the results and figures of a run at the scale's own settings.
         """
-        if (self.scale, self.seed) == (SCALES[0], 0):
+        if (self.scale, self.seed) == (SCALES[0], 0) and not self.overrides:
             return self.notebook
-        return f"{self.notebook}@{self.scale}-seed{self.seed}"
+        return f"{self.notebook}@{self.scale}-seed{self.seed}{overrides_suffix(self.overrides)}"
 
     def as_dict(self) -> dict[str, Any]:
         """A plain dict (for cache keys and the results file)."""
@@ -141,13 +146,21 @@ def resolve(notebook: str, spec: NotebookSpec | None = None, **parameters: Any) 
     if scale not in spec.presets and spec.presets:
         raise ValueError(f"SCALE={scale!r} has no preset for {notebook}; valid: {', '.join(spec.presets)}")
     values = dict(spec.presets.get(scale, {}))
+    overrides = {}
     for name, value in parameters.items():
         if name in COMMON_PARAMS or (value is None and name.lower() in values):
             continue
+        if name.lower() in values and values[name.lower()] != value:
+            overrides[name] = value
         values[name.lower()] = value
     device = str(select_device(parameters["DEVICE"]))
     return Config(notebook=notebook, scale=scale, seed=parameters["SEED"], device=device,
-                  values=MappingProxyType(values))
+                  values=MappingProxyType(values), overrides=MappingProxyType(dict(sorted(overrides.items()))))
+
+
+def overrides_suffix(overrides: Mapping[str, Any]) -> str:
+    """``""`` for no override, else ``-name1value1-name2value2`` in name order (part of a run's file names)."""
+    return "".join(f"-{name.lower()}{value}" for name, value in sorted(overrides.items()))
 
 
 def check_value(name: str, value: Any, rule: Param) -> None:

@@ -2,8 +2,12 @@
 
 One JSON object per notebook::
 
-    {"notebook", "scale", "seed", "device", "versions": {python, torch, diffusers, numpy, scikit-learn},
-     "git_sha", "runtime_s", "metrics": {name: number}, "claims": [{id, claim, paper, measured, holds}]}
+    {"notebook", "scale", "seed", "overrides": {PARAMETER: value}, "device",
+     "versions": {python, torch, diffusers, numpy, scikit-learn}, "git_sha", "runtime_s",
+     "metrics": {name: number}, "claims": [{id, claim, paper, measured, holds}]}
+
+``overrides`` names the parameters that replaced the scale's preset values (e.g. fewer training steps); runs with
+different overrides are kept apart in every summary.
 
 ``python -m helpers.results README.md`` rewrites the README's summary table from these files.
 """
@@ -24,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from helpers.config import Config
+from helpers.config import Config, overrides_suffix
 from helpers.paths import project_root, results_dir, write_atomic
 
 VERSIONED_PACKAGES = ("torch", "diffusers", "numpy", "scikit-learn")
@@ -86,6 +90,7 @@ class RunRecord:
             "notebook": self.config.notebook,
             "scale": self.config.scale,
             "seed": self.config.seed,
+            "overrides": dict(self.config.overrides),
             "device": describe_device(self.config.device),
             "versions": versions(),
             "git_sha": git_sha(),
@@ -143,24 +148,25 @@ def load_records(directory: Path | None = None) -> list[dict[str, Any]]:
         missing = {"notebook", "scale", "seed", "metrics", "claims"} - set(record)
         if missing:
             raise ValueError(f"{path}: not a results file (missing {', '.join(sorted(missing))})")
+        record.setdefault("overrides", {})  # files written before overrides were recorded had none
         records.append(record)
     return sorted(records, key=lambda r: (r["notebook"], r["scale"], r["seed"]))
 
 
 def aggregate_seeds(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Summary over runs of one notebook at one scale that differ only in their seed.
+    """Summary over runs of one notebook at one scale and with the same overrides that differ only in their seed.
 
-    Returns ``{"notebook", "scale", "seeds", "commits", "metrics": {name: {mean, std, min, max, n}}, "claims":
-    {id: {held, runs, claim}}}``. ``commits`` lists the distinct commits the runs were made at (seed order): more
-    than one means a difference may come from the code as well as from the seed. A metric's statistics use only
-    the seeds that recorded it (``n``); ``std`` is the sample standard deviation (0 for a single value). A claim
-    counts the seeds in which it held out of those that recorded it.
+    Returns ``{"notebook", "scale", "overrides", "seeds", "commits", "metrics": {name: {mean, std, min, max, n}},
+    "claims": {id: {held, runs, claim}}}``. ``commits`` lists the distinct commits the runs were made at (seed
+    order): more than one means a difference may come from the code as well as from the seed. A metric's statistics
+    use only the seeds that recorded it (``n``); ``std`` is the sample standard deviation (0 for a single value).
+    A claim counts the seeds in which it held out of those that recorded it.
     """
     if not records:
         raise ValueError("no results to aggregate")
-    keys = {(r["notebook"], r["scale"]) for r in records}
+    keys = {_run_group(r) for r in records}
     if len(keys) != 1:
-        raise ValueError(f"aggregate one notebook at one scale at a time, got {sorted(keys)}")
+        raise ValueError(f"aggregate one notebook at one scale with the same overrides at a time, got {sorted(keys)}")
     seeds = [r["seed"] for r in records]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"duplicate seeds among the runs: {sorted(seeds)}")
@@ -178,17 +184,22 @@ def aggregate_seeds(records: list[dict[str, Any]]) -> dict[str, Any]:
         arr = np.asarray(vals, dtype=np.float64)
         metrics[name] = {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
                          "min": float(arr.min()), "max": float(arr.max()), "n": len(arr)}
-    notebook, scale = keys.pop()
     commits = list(dict.fromkeys(r.get("git_sha", "unknown") for r in sorted(records, key=lambda r: r["seed"])))
-    return {"notebook": notebook, "scale": scale, "seeds": sorted(seeds), "commits": commits, "metrics": metrics,
-            "claims": claims}
+    return {"notebook": records[0]["notebook"], "scale": records[0]["scale"],
+            "overrides": dict(records[0].get("overrides", {})), "seeds": sorted(seeds), "commits": commits,
+            "metrics": metrics, "claims": claims}
 
 
-def _by_notebook_and_scale(records: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    """The records grouped by (notebook, scale), each group in seed order (as :func:`load_records` sorts)."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+def _run_group(record: dict[str, Any]) -> tuple[str, str, str]:
+    """``(notebook, scale, overrides suffix)``: the runs that differ only in their seed share it."""
+    return record["notebook"], record["scale"], overrides_suffix(record.get("overrides", {}))
+
+
+def _group_runs(records: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    """The records grouped by :func:`_run_group`, each group in seed order (as :func:`load_records` sorts)."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for record in records:
-        groups.setdefault((record["notebook"], record["scale"]), []).append(record)
+        groups.setdefault(_run_group(record), []).append(record)
     return groups
 
 
@@ -201,12 +212,12 @@ def summary_markdown(directory: Path | None = None) -> str:
     records = load_records(directory)
     if not records:
         return "_No notebook has recorded results yet: run `make notebooks`._"
-    groups = _by_notebook_and_scale(records)
+    groups = _group_runs(records)
     lines = ["| notebook | claim | paper | measured | holds | seeds holding |", "|---|---|---|---|---|---|"]
     context = []
-    for (notebook, scale), runs in groups.items():
+    for (notebook, scale, suffix), runs in groups.items():
         shown = runs[0]
-        name = notebook if scale == "small" else f"{notebook}@{scale}"
+        name = notebook if (scale, suffix) == ("small", "") else f"{notebook}@{scale}{suffix}"
         held = sum(c["holds"] for c in shown["claims"])
         summary = aggregate_seeds(runs) if len(runs) > 1 else None
         seeds = ""
@@ -214,7 +225,10 @@ def summary_markdown(directory: Path | None = None) -> str:
             seeds = f", seeds {', '.join(str(r['seed']) for r in runs[1:])} also ran"
             if len(summary["commits"]) > 1:
                 seeds += f" (at {len(summary['commits'])} commits: {', '.join(c[:12] for c in summary['commits'])})"
-        context.append(f"- `{name}`: {held}/{len(shown['claims'])} claims hold at scale `{scale}`, seed "
+        overridden = ", ".join(f"{k}={v}" for k, v in shown["overrides"].items())
+        if overridden:
+            overridden = f" with {overridden} instead of the preset"
+        context.append(f"- `{name}`: {held}/{len(shown['claims'])} claims hold at scale `{scale}`{overridden}, seed "
                        f"{shown['seed']}, {shown['device']}, {shown['runtime_s']:.0f} s, commit "
                        f"`{shown['git_sha'][:12]}`{seeds}")
         across = summary["claims"] if summary is not None else {}
@@ -226,14 +240,14 @@ def summary_markdown(directory: Path | None = None) -> str:
 
 
 def write_seed_summaries(directory: Path | None = None) -> list[Path]:
-    """Write ``<directory>/seeds/<notebook>@<scale>.json`` (:func:`aggregate_seeds`) for every notebook and scale
-    that ran with more than one seed, and remove summaries left from runs that are gone; return the paths
-    written."""
+    """Write ``<directory>/seeds/<notebook>@<scale>[<overrides>].json`` (:func:`aggregate_seeds`) for every
+    notebook, scale and set of overrides that ran with more than one seed, and remove summaries left from runs that
+    are gone; return the paths written."""
     folder = Path(directory) if directory is not None else results_dir()
     written = []
-    for (notebook, scale), runs in _by_notebook_and_scale(load_records(folder)).items():
+    for (notebook, scale, suffix), runs in _group_runs(load_records(folder)).items():
         if len(runs) > 1:
-            path = folder / "seeds" / f"{notebook}@{scale}.json"
+            path = folder / "seeds" / f"{notebook}@{scale}{suffix}.json"
             write_atomic(path, (json.dumps(aggregate_seeds(runs), indent=2) + "\n").encode())
             written.append(path)
     for stale in set((folder / "seeds").glob("*.json")) - set(written):

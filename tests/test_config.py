@@ -27,8 +27,17 @@ def test_preset_merged_and_frozen():
     assert resolve("demo", SPEC, **{**GOOD, "SCALE": "full"}).image_size == 64
 
 
-def test_override_replaces_preset():
-    assert resolve("demo", SPEC, **{**GOOD, "TRAIN_STEPS": 7}).train_steps == 7
+def test_override_replaces_preset_and_names_the_run():
+    cfg = resolve("demo", SPEC, **{**GOOD, "TRAIN_STEPS": 7})
+    assert cfg.train_steps == 7 and dict(cfg.overrides) == {"TRAIN_STEPS": 7}
+    # an overridden run never takes the default run's name, so it cannot overwrite its results or figures
+    assert cfg.run_name == "demo@small-seed0-train_steps7"
+    full = resolve("demo", SPEC, **{**GOOD, "SCALE": "full", "SEED": 2, "TRAIN_STEPS": 500})
+    assert full.run_name == "demo@full-seed2-train_steps500"
+    # None, the preset's own value and parameters without a preset entry are not overrides
+    for same in ({"TRAIN_STEPS": None}, {"TRAIN_STEPS": 100}, {"DATASET": "shapes3d"}):
+        cfg = resolve("demo", SPEC, **{**GOOD, **same})
+        assert dict(cfg.overrides) == {} and cfg.run_name == "demo"
 
 
 def test_integer_accepted_for_float():

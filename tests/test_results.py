@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from helpers.config import NotebookSpec, resolve
+from helpers.config import NotebookSpec, Param, resolve
 from helpers.results import (
     RunRecord,
     aggregate_seeds,
@@ -27,9 +27,10 @@ def test_written_file_has_the_schema(tmp_path):
     path = _record().write(tmp_path)
     assert path == tmp_path / "00_demo.json"
     data = json.loads(path.read_text())
-    assert set(data) == {"notebook", "scale", "seed", "device", "versions", "git_sha", "runtime_s", "metrics",
-                         "claims"}
+    assert set(data) == {"notebook", "scale", "seed", "overrides", "device", "versions", "git_sha", "runtime_s",
+                         "metrics", "claims"}
     assert data["scale"] == "small" and data["seed"] == 0 and data["device"].startswith("cpu")
+    assert data["overrides"] == {}
     assert set(data["versions"]) == {"python", "torch", "diffusers", "numpy", "scikit-learn"}
     assert data["metrics"] == {"omes_oracle": pytest.approx(0.97)}
     assert data["claims"][0] == {"id": "oracle", "claim": "An oracle scores near 1", "paper": "≈ 1",
@@ -73,8 +74,12 @@ def test_runs_other_than_the_default_get_their_own_file(tmp_path):
     assert resolve("00_demo", NotebookSpec(), SCALE="small", SEED=0, DEVICE="cpu").run_name == "00_demo"
 
 
-def _seed_run(seed: int, omes: float, noise_holds: bool, scale: str = "small"):
-    record = RunRecord(resolve("00_demo", NotebookSpec(), SCALE=scale, SEED=seed, DEVICE="cpu"))
+STEPS_SPEC = NotebookSpec(params={"TRAIN_STEPS": Param(int, minimum=1, optional=True)},
+                          presets={"small": {"train_steps": 100}, "full": {"train_steps": 10_000}})
+
+
+def _seed_run(seed: int, omes: float, noise_holds: bool, scale: str = "small", steps: int | None = None):
+    record = RunRecord(resolve("00_demo", STEPS_SPEC, SCALE=scale, SEED=seed, DEVICE="cpu", TRAIN_STEPS=steps))
     record.metric("omes_oracle", omes)
     record.claim("oracle", "An oracle scores near 1", "≈ 1", f"{omes:.2f}", holds=omes > 0.9)
     record.claim("noise", "Noise scores low", "≈ 0", "x", holds=noise_holds)
@@ -127,3 +132,29 @@ def test_seed_summaries_name_mixed_commits_and_drop_stale_files(tmp_path):
     stale.write_text("{}")
     assert write_seed_summaries(tmp_path) == [tmp_path / "seeds" / "00_demo@small.json"]
     assert not stale.exists()
+
+
+def test_runs_with_overrides_are_recorded_and_kept_apart(tmp_path):
+    for seed in (0, 1):
+        _seed_run(seed, 0.95, True).write(tmp_path)
+        _seed_run(seed, 0.60, False, steps=5).write(tmp_path)
+    reduced = json.loads((tmp_path / "00_demo@small-seed0-train_steps5.json").read_text())
+    assert reduced["overrides"] == {"TRAIN_STEPS": 5}
+    with pytest.raises(ValueError, match="same overrides"):
+        aggregate_seeds([reduced, json.loads((tmp_path / "00_demo@small-seed1.json").read_text())])
+    text = summary_markdown(tmp_path)
+    assert "| 00_demo | An oracle scores near 1 | ≈ 1 | 0.95 | yes | 2/2 |" in text
+    assert "| 00_demo@small-train_steps5 | An oracle scores near 1 | ≈ 1 | 0.60 | **no** | 0/2 |" in text
+    assert "with TRAIN_STEPS=5 instead of the preset" in text
+    written = write_seed_summaries(tmp_path)
+    assert sorted(p.name for p in written) == ["00_demo@small-train_steps5.json", "00_demo@small.json"]
+    assert json.loads((tmp_path / "seeds" / "00_demo@small-train_steps5.json").read_text())["overrides"] == {
+        "TRAIN_STEPS": 5}
+
+
+def test_files_from_before_overrides_were_recorded_still_load(tmp_path):
+    record = _seed_run(0, 0.95, True).to_dict()
+    del record["overrides"]
+    (tmp_path / "00_demo.json").write_text(json.dumps(record))
+    assert load_records(tmp_path)[0]["overrides"] == {}
+    assert "| 00_demo | An oracle scores near 1 |" in summary_markdown(tmp_path)
