@@ -242,6 +242,19 @@ def vae_loss_and_batches(dataset: FactorDataset, method: str, settings: TrainSet
     return loss_fn, make_batch
 
 
+def initial_vae(dataset: FactorDataset, settings: TrainSettings, seed: int) -> VAE:
+    """The VAE that :func:`train_vae` starts from for ``seed`` when it trains from scratch (on the CPU)."""
+    with seeded(seed):
+        return build_vae(settings, dataset.image_size)
+
+
+def untrained_vae(dataset: FactorDataset, settings: TrainSettings, seed: int) -> dict:
+    """A :func:`train_vae` entry of :func:`initial_vae`, never trained: the control that shows what a randomly
+    initialised encoder already scores, so that a claim about a trained model can require more than that."""
+    state = {name: value.clone() for name, value in initial_vae(dataset, settings, seed).state_dict().items()}
+    return {"state": state, "history": {}, "image_size": dataset.image_size}
+
+
 def train_vae(dataset: FactorDataset, method: str, settings: TrainSettings, seed: int, device: str,
               init: dict | None = None, tag: str = "") -> dict:
     """Train (or load from the cache) a VAE on ``dataset``; resumable after an interruption.
@@ -262,8 +275,7 @@ def train_vae(dataset: FactorDataset, method: str, settings: TrainSettings, seed
            "seed": seed, "dataset": dataset.identity, "init": _fingerprint(init)}
 
     def train(checkpoint):
-        with seeded(seed):
-            model = build_vae(settings, dataset.image_size)
+        model = initial_vae(dataset, settings, seed)
         if init is not None:
             model.load_state_dict(init["state"])
         model.to(device, memory_format=torch.channels_last)

@@ -5,6 +5,7 @@ import torch
 from helpers import metrics, transfer
 from helpers.data import dsprites
 from helpers.data.factors import FactorGrid
+from helpers.runtime import torch_generator
 
 KEEP = {"orientation": 10, "pos_x": 8, "pos_y": 8}
 
@@ -141,6 +142,25 @@ def test_training_is_cached_deterministic_and_fine_tunable(tmp_path, monkeypatch
     assert len(list((tmp_path / "second").glob("*.pt"))) == 2 and not list(tmp_path.rglob("*.ckpt"))
     with pytest.raises(ValueError, match="unknown method"):
         transfer.vae_loss_and_batches(dataset, "factor_vae", settings, "cpu")
+
+
+def test_untrained_control_is_the_model_training_starts_from(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    dataset = transfer.make_dataset("dsprites", 16, KEEP)
+    settings = transfer.TrainSettings(steps=1, batch_size=4, widths=(4, 4, 8))
+    control = transfer.untrained_vae(dataset, settings, seed=3)
+    assert control["history"] == {} and control["image_size"] == 16
+    # the first logged loss of training is computed with the initial weights, before any update
+    model = transfer.load_vae(control, settings, "cpu").train().to(memory_format=torch.channels_last)
+    loss_fn, make_batch = transfer.vae_loss_and_batches(dataset, "beta_vae", settings, "cpu")
+    generator = torch_generator(3, 0)
+    first_loss = loss_fn(model, make_batch(0, generator), generator)[0].item()
+    trained = transfer.train_vae(dataset, "beta_vae", settings, seed=3, device="cpu")
+    assert trained["history"]["loss"][0] == pytest.approx(first_loss, rel=1e-6)
+    assert any(not torch.equal(control["state"][k], trained["state"][k]) for k in control["state"])
+    again, other = (transfer.untrained_vae(dataset, settings, seed) for seed in (3, 4))
+    assert all(torch.equal(control["state"][k], again["state"][k]) for k in control["state"])
+    assert any(not torch.equal(control["state"][k], other["state"][k]) for k in control["state"])
 
 
 def test_cache_key_tells_datasets_apart(tmp_path, monkeypatch):
