@@ -235,6 +235,7 @@ def train_map(
     loss: str = "cosface",
     schedule: bool = True,
     checkpoint: Checkpoint | None = None,
+    desc: str = "map",
 ) -> tuple[nn.Module, dict[str, list[float]]]:
     """Train a map by classifying embeddings into their origin ids through a proxy head.
 
@@ -257,6 +258,7 @@ def train_map(
         loss: ``"cosface"`` or ``"softmax"``.
         schedule: multiply ``lr`` by :func:`official_schedule` (else constant).
         checkpoint: where to save and resume from.
+        desc: progress-bar label (the loss is appended).
 
     Returns:
         ``(model, history)``: the trained map (in eval mode) and ``{"loss": [...], "accuracy": [...]}``, the
@@ -300,7 +302,7 @@ def train_map(
         seed=seed,
         checkpoint=checkpoint,
         lr_schedule=official_schedule(steps) if schedule else None,
-        desc=f"W ({loss})",
+        desc=f"{desc} ({loss})",
     )
     return model, history
 

@@ -347,7 +347,7 @@ def study_map(cfg, tag: str, rows: torch.Tensor, labels: torch.Tensor, *, out_di
             model = MLPMap(rows.shape[1], out_dim, layers=layers, seed=init)
         start = time.perf_counter()
         train_map(model.to(cfg.device), rows, labels, int(labels.max()) + 1, steps, cfg.seed, lr=cfg.map_lr,
-                  batch_size=min(256, len(rows)), loss=loss, checkpoint=checkpoint)
+                  batch_size=min(256, len(rows)), loss=loss, checkpoint=checkpoint, desc=tag)
         return {"model": model.cpu().eval(), "seconds": time.perf_counter() - start}
 
     entry = load_or_train(key, train, resumable=True, modules=[sys.modules[__name__]])
