@@ -74,6 +74,12 @@ def study_ssl_backbone(cfg, bench: AttributionBenchmark) -> tuple[ssl.ConvEncode
     return load_or_train(key, train, resumable=True, modules=[sys.modules[__name__]])
 
 
+def untrained_ssl_encoder(cfg) -> ssl.ConvEncoder:
+    """The SimCLR encoder :func:`study_ssl_backbone` starts from for ``cfg.seed``, never trained (eval mode): the
+    control that separates what contrastive training adds from what a random convolutional network already gives."""
+    return ssl.SimCLR(cfg.feature_dim, seed=cfg.seed).encoder.eval()
+
+
 def ssl_features(encoder: ssl.ConvEncoder, bench: AttributionBenchmark) -> FeatureSet:
     """The SSL encoder's ``(N, dim)`` features of every block."""
     return _embed(bench, lambda images: ssl.encode_images(encoder, images))

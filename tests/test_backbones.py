@@ -88,6 +88,21 @@ def test_study_ssl_backbone_trains_once_then_loads(tmp_path, monkeypatch, bench)
     torch.testing.assert_close(bb.ssl_features(loaded, bench).gallery, features.gallery)
 
 
+def test_untrained_control_is_where_ssl_training_starts(tmp_path, monkeypatch, bench):
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    control = bb.untrained_ssl_encoder(_cfg())
+    assert not control.training
+    frozen, _ = bb.study_ssl_backbone(_cfg(ssl_lr=0.0), bench)  # Adam at lr 0 leaves every weight where it started
+    convs = [name for name, _ in control.named_parameters() if name.endswith("weight") and
+             control.get_parameter(name).dim() == 4]
+    assert len(convs) == 4
+    for name in convs:
+        torch.testing.assert_close(control.get_parameter(name), frozen.get_parameter(name), rtol=0, atol=0)
+    other = bb.untrained_ssl_encoder(_cfg(seed=1))
+    assert not torch.equal(other.get_parameter(convs[0]), control.get_parameter(convs[0]))
+    assert bb.ssl_features(control, bench).queries.shape == (6, 4)
+
+
 def test_study_frozen_features_pca(tmp_path, monkeypatch, bench):
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
     features, explained = bb.study_frozen_features(_cfg(), bench, "supervised")
