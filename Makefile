@@ -39,7 +39,8 @@ setup: $(VENV)/.installed
 notebooks: setup
 	@if [ -n "$(NB)" ] && [ -z "$(NOTEBOOKS)" ]; then echo "no notebook matches NB=$(NB)"; exit 1; fi
 	@mkdir -p build/executed
-	@suffix=$$(for pair in $(PARAMS); do echo "-$$pair"; done | tr 'A-Z' 'a-z' | tr -d '=' | sort | tr -d '\n'); \
+	@suffix=$$(for pair in $(PARAMS); do echo "$$pair"; done | tr 'A-Z' 'a-z' | tr -d '=' | tr -c 'a-z0-9_.\n' '_' \
+	  | sort | sed 's/^/-/' | tr -d '\n'); \
 	for nb in $(NOTEBOOKS); do for seed in $(SEEDS); do \
 	  echo "== $$nb (SCALE=$(SCALE) SEED=$$seed DEVICE=$(DEVICE) $(PARAMS))"; \
 	  $(PY) -m papermill "$$nb" "build/executed/$$(basename $$nb .ipynb)@$(SCALE)-seed$$seed$$suffix.ipynb" \
