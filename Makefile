@@ -3,8 +3,8 @@
 #   make test        set up .venv, run ruff, pytest on tests/ and nbval on notebooks/
 # Options: SCALE=small|full  SEED=0  SEEDS="0 1 2" (several seeds, summarised in results/seeds/)  DEVICE=auto|cpu|cuda
 #          NB=03 (only notebooks whose name starts with it)
-#          PARAMS="SOURCE_STEPS=20000 FINETUNE_STEPS=5000" (a notebook's own parameters; a run that overrides a
-#          preset value is recorded with its overrides, under its own results and figures names)
+#          PARAMS="SOURCE_STEPS=20000 FINETUNE_STEPS=5000" (a notebook's own parameters, checked before it runs; a
+#          run that overrides a preset value or gives a local file is recorded with its overrides, under its own name)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -39,11 +39,10 @@ setup: $(VENV)/.installed
 notebooks: setup
 	@if [ -n "$(NB)" ] && [ -z "$(NOTEBOOKS)" ]; then echo "no notebook matches NB=$(NB)"; exit 1; fi
 	@mkdir -p build/executed
-	@suffix=$$(for pair in $(PARAMS); do echo "$$pair"; done | tr 'A-Z' 'a-z' | tr -d '=' | tr -c 'a-z0-9_.\n' '_' \
-	  | sort | sed 's/^/-/' | tr -d '\n'); \
-	for nb in $(NOTEBOOKS); do for seed in $(SEEDS); do \
-	  echo "== $$nb (SCALE=$(SCALE) SEED=$$seed DEVICE=$(DEVICE) $(PARAMS))"; \
-	  $(PY) -m papermill "$$nb" "build/executed/$$(basename $$nb .ipynb)@$(SCALE)-seed$$seed$$suffix.ipynb" \
+	@for nb in $(NOTEBOOKS); do for seed in $(SEEDS); do \
+	  run=$$($(PY) -m helpers.config run-name "$$(basename $$nb .ipynb)" $(SCALE) $$seed $(PARAMS)) || exit 1; \
+	  echo "== $$nb (SCALE=$(SCALE) SEED=$$seed DEVICE=$(DEVICE) $(PARAMS)) -> $$run"; \
+	  $(PY) -m papermill "$$nb" "build/executed/$$run.ipynb" \
 	    -k $(KERNEL) --cwd notebooks \
 	    -p SCALE $(SCALE) -p SEED $$seed -p DEVICE $(DEVICE) $(PAPERMILL_PARAMS) || exit 1; \
 	done; done

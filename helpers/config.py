@@ -7,16 +7,24 @@ choices, instead of a wrong result later.
 
 A parameter whose name matches a preset entry (``TRAIN_STEPS`` for ``train_steps``) overrides the preset;
 ``None`` keeps the preset's value.
+
+``python -m helpers.config run-name STEM SCALE SEED [NAME=VALUE ...]`` prints a run's name (the Makefile names the
+executed notebook with it) and fails with the same one-line errors as the notebook would.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
+import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from helpers.paths import project_root
 from helpers.runtime import select_device
 
 SCALES = ("small", "full")
@@ -76,8 +84,9 @@ class Config:
         seed: the run's seed.
         device: ``"cpu"``, ``"cuda"``, … as resolved from ``DEVICE``.
         values: every other parameter and preset value, by lower-case name (also readable as attributes).
-        overrides: the parameters that replaced a preset value (``SOURCE_STEPS`` → 20000), by upper-case name;
-            empty for a run at the scale's own settings.
+        overrides: the parameters that change the run from its scale's defaults, by upper-case name: a preset
+            value replaced (``SOURCE_STEPS`` → 20000) or a local file given (``DSPRITES_NPZ`` → its path);
+            empty for a run at the scale's own settings on generated data.
     """
 
     notebook: str
@@ -99,8 +108,8 @@ class Config:
 
         The default run (small scale, seed 0, no override) is the notebook stem; any other run is
         ``<stem>@<scale>-seed<k>``, followed by its overrides when it has any
-        (``03_omes_transfer@full-seed0-source_steps20000``), so a rerun with another seed, scale or step count
-        never overwrites the results and figures of a run at the scale's own settings.
+        (``03_omes_transfer@full-seed0-source_steps20000``; see :func:`overrides_suffix`), so a rerun with another
+        seed, scale, step count or input file never overwrites the results and figures of another run.
         """
         if (self.scale, self.seed) == (SCALES[0], 0) and not self.overrides:
             return self.notebook
@@ -139,8 +148,11 @@ def resolve(notebook: str, spec: NotebookSpec | None = None, **parameters: Any) 
     missing = [name for name in COMMON_PARAMS if name not in parameters]
     if missing:
         raise ValueError(f"parameter {missing[0]} is required")
+    parameters = dict(parameters)
     for name, value in parameters.items():
         check_value(name, value, rules[name])
+        if rules[name].kind is float and value is not None:
+            parameters[name] = float(value)  # BETA=2 and BETA=2.0 are one run: one cache key, one name
 
     scale = parameters["SCALE"]
     if scale not in spec.presets and spec.presets:
@@ -150,7 +162,7 @@ def resolve(notebook: str, spec: NotebookSpec | None = None, **parameters: Any) 
     for name, value in parameters.items():
         if name in COMMON_PARAMS or (value is None and name.lower() in values):
             continue
-        if name.lower() in values and values[name.lower()] != value:
+        if (name.lower() in values and values[name.lower()] != value) or (rules[name].existing_path and value):
             overrides[name] = value
         values[name.lower()] = value
     device = str(select_device(parameters["DEVICE"]))
@@ -159,8 +171,52 @@ def resolve(notebook: str, spec: NotebookSpec | None = None, **parameters: Any) 
 
 
 def overrides_suffix(overrides: Mapping[str, Any]) -> str:
-    """``""`` for no override, else ``-name1value1-name2value2`` in name order (part of a run's file names)."""
-    return "".join(f"-{name.lower()}{value}" for name, value in sorted(overrides.items()))
+    """``""`` for no override, else ``-name1value1-name2value2`` in name order (part of a run's file names).
+
+    A float is written as Python writes it (``2.0``, ``0.0001``); a file path as the first 8 hex digits of the
+    SHA-1 of the path as given, which keeps names short and free of slashes.
+    """
+    def text(value: Any) -> str:
+        if isinstance(value, str):
+            return hashlib.sha1(value.encode()).hexdigest()[:8]
+        return repr(value) if isinstance(value, float) else str(value)
+
+    return "".join(f"-{name.lower()}{text(value)}" for name, value in sorted(overrides.items()))
+
+
+def parse_parameter_value(text: str) -> Any:
+    """A ``NAME=VALUE`` value as papermill's ``-p`` reads it: True/False/None, an int, a float, else the string."""
+    if text in ("True", "False", "None"):
+        return {"True": True, "False": False, "None": None}[text]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def run_name_from_cli(notebook: str, scale: str, seed: str, pairs: list[str]) -> str:
+    """The run name of ``notebook`` at ``scale`` and ``seed`` with ``NAME=VALUE`` parameters (Makefile ``PARAMS``).
+
+    Raises:
+        ValueError: a malformed pair, an unknown parameter (one-line message naming the valid ones) or a bad
+            value, as the notebook itself would raise.
+    """
+    parameters: dict[str, Any] = {"SCALE": scale, "SEED": parse_parameter_value(seed), "DEVICE": "cpu"}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"PARAMS entries must look like NAME=VALUE, got {pair!r}")
+        if name in COMMON_PARAMS:
+            raise ValueError(f"{name} is set by the Makefile's own variable, not by PARAMS")
+        parameters[name] = parse_parameter_value(value)
+    try:
+        return resolve(notebook, **parameters).run_name
+    except ValueError as error:
+        if "unknown parameter" in str(error):
+            raise ValueError(f"{notebook}: {error} (NB= selects the notebooks that take it)") from None
+        raise
 
 
 def check_value(name: str, value: Any, rule: Param) -> None:
@@ -177,6 +233,8 @@ def check_value(name: str, value: Any, rule: Param) -> None:
         raise ValueError(f"{name} must be a {rule.kind.__name__}, got {value!r} ({type(value).__name__})")
     if rule.choices is not None and value not in rule.choices:
         raise ValueError(f"{name}={value!r} is not valid; choose one of {', '.join(map(repr, rule.choices))}")
+    if rule.kind is float and not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
     if rule.minimum is not None and value < rule.minimum:
         raise ValueError(f"{name} must be >= {rule.minimum}, got {value!r}")
     if rule.maximum is not None and value > rule.maximum:
@@ -322,3 +380,13 @@ NOTEBOOKS["04_diffca_training_swaps"] = NotebookSpec(
         },
     },
 )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 5 or sys.argv[1] != "run-name":
+        sys.exit("usage: python -m helpers.config run-name STEM SCALE SEED [NAME=VALUE ...]")
+    os.chdir(project_root() / "notebooks")  # papermill runs the notebooks there: relative paths mean the same
+    try:
+        print(run_name_from_cli(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]))
+    except ValueError as error:
+        sys.exit(f"error: {error}")

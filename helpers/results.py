@@ -102,7 +102,8 @@ class RunRecord:
     def write(self, directory: Path | None = None) -> Path:
         """Write ``<directory>/<run name>.json`` (default ``results/``) atomically; return the path.
 
-        The run name is the notebook stem for the default run, ``<stem>@<scale>-seed<k>`` otherwise.
+        The run name is the notebook stem for the default run, ``<stem>@<scale>-seed<k>`` followed by the run's
+        overrides otherwise (:attr:`helpers.config.Config.run_name`).
         """
         path = (Path(directory) if directory is not None else results_dir()) / f"{self.config.run_name}.json"
         write_atomic(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())

@@ -1,6 +1,7 @@
 import pytest
+from papermill.cli import _resolve_type
 
-from helpers.config import Config, NotebookSpec, Param, resolve
+from helpers.config import Config, NotebookSpec, Param, parse_parameter_value, resolve, run_name_from_cli
 
 SPEC = NotebookSpec(
     params={
@@ -41,7 +42,27 @@ def test_override_replaces_preset_and_names_the_run():
 
 
 def test_integer_accepted_for_float():
-    assert resolve("demo", SPEC, **{**GOOD, "LR": 1}).lr == 1
+    cfg = resolve("demo", SPEC, **{**GOOD, "LR": 1})
+    assert cfg.lr == 1 and isinstance(cfg.lr, float)
+
+
+def test_an_integer_and_its_float_are_one_run():
+    spec = NotebookSpec(params={"BETA": Param(float, minimum=0.0, optional=True)},
+                        presets={"small": {"beta": 1.0}, "full": {"beta": 1.0}})
+    common = {"SCALE": "small", "SEED": 0, "DEVICE": "cpu"}
+    two, two_float = (resolve("demo", spec, **common, BETA=beta) for beta in (2, 2.0))
+    assert two.run_name == two_float.run_name == "demo@small-seed0-beta2.0"
+    assert two.as_dict() == two_float.as_dict() and isinstance(two.beta, float)
+    assert resolve("demo", spec, **common, BETA=1).run_name == "demo"  # the preset's own value
+
+
+def test_a_local_file_is_part_of_the_run_name(tmp_path):
+    first, second = tmp_path / "a.npz", tmp_path / "b.npz"
+    first.write_bytes(b"x")
+    second.write_bytes(b"y")
+    names = {resolve("demo", SPEC, **{**GOOD, "DATA_PATH": str(path)}).run_name for path in (first, second)}
+    assert len(names) == 2 and all(n.startswith("demo@small-seed0-data_path") and "/" not in n for n in names)
+    assert dict(resolve("demo", SPEC, **{**GOOD, "DATA_PATH": str(first)}).overrides) == {"DATA_PATH": str(first)}
 
 
 @pytest.mark.parametrize(
@@ -56,6 +77,7 @@ def test_integer_accepted_for_float():
         ({"LR": "fast"}, "LR must be a float"),
         ({"DATA_PATH": "/no/such/file.npz"}, "DATA_PATH='/no/such/file.npz': no such file"),
         ({"DEVICE": "tpu"}, "DEVICE must be one of"),
+        ({"LR": float("nan")}, "LR must be a finite number, got nan"),
         ({"BATCH": 3}, "unknown parameter BATCH; valid parameters: SCALE, SEED, DEVICE, DATASET"),
     ],
 )
@@ -83,3 +105,24 @@ def test_missing_value_names_what_exists():
     with pytest.raises(AttributeError, match="has no value 'epochs'"):
         _ = cfg.epochs
     assert cfg.as_dict()["image_size"] == 32
+
+
+@pytest.mark.parametrize("text", ["20_000", "1e-4", "None", "True", "False", "abc", "2", "-3", "0x10", "2.0", "a=b"])
+def test_cli_values_are_read_as_papermill_reads_them(text):
+    assert parse_parameter_value(text) == _resolve_type(text)
+    assert type(parse_parameter_value(text)) is type(_resolve_type(text))
+
+
+def test_run_name_from_cli_matches_the_notebooks_own_name():
+    assert run_name_from_cli("03_omes_transfer", "small", "0", []) == "03_omes_transfer"
+    assert (run_name_from_cli("03_omes_transfer", "full", "2", ["SOURCE_STEPS=20_000", "BETA=2"])
+            == "03_omes_transfer@full-seed2-beta2.0-source_steps20000")
+    assert run_name_from_cli("03_omes_transfer", "small", "0", ["SOURCE_STEPS=None", "BETA=1"]) == "03_omes_transfer"
+    with pytest.raises(ValueError, match="unknown parameter SOURCE_STEPS.*NB= selects"):
+        run_name_from_cli("01_ssl_alignment_ica", "small", "0", ["SOURCE_STEPS=5"])
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        run_name_from_cli("03_omes_transfer", "small", "0", ["SOURCE_STEPS"])
+    with pytest.raises(ValueError, match="set by the Makefile"):
+        run_name_from_cli("03_omes_transfer", "small", "0", ["SEED=3"])
+    with pytest.raises(ValueError, match="SOURCE_STEPS must be a int"):
+        run_name_from_cli("03_omes_transfer", "small", "0", ["SOURCE_STEPS=many"])
