@@ -90,7 +90,7 @@ def build_benchmark(cfg) -> AttributionBenchmark:
     notebook 02 has run (else trained here, with the same cache keys, so notebook 02 then reuses it).
     """
     cfg02 = resolve("02_origin_linear_transform", SCALE=cfg.scale, SEED=cfg.seed, DEVICE=cfg.device,
-                    VAE_PATH="", MAP_STEPS=None, IMAGE_SIZE=None)
+                    VAE_PATH="", VAE_STEPS=None, GENERATOR_STEPS=None, MAP_STEPS=None, IMAGE_SIZE=None)
     split02 = oripid.make_origin_split(cfg02.num_train, cfg02.num_test, cfg02.num_distractors, cfg02.seed,
                                        image_size=cfg02.image_size)
     vae = oripid.study_vae(cfg02, split02)

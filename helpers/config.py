@@ -274,6 +274,8 @@ NOTEBOOKS["03_omes_transfer"] = NotebookSpec(
 NOTEBOOKS["02_origin_linear_transform"] = NotebookSpec(
     params={
         "VAE_PATH": Param(str, existing_path=True),
+        "VAE_STEPS": Param(int, minimum=1, optional=True),
+        "GENERATOR_STEPS": Param(int, minimum=1, optional=True),
         "MAP_STEPS": Param(int, minimum=1, optional=True),
         "IMAGE_SIZE": Param(int, minimum=8, optional=True),
     },
