@@ -6,8 +6,8 @@ One JSON object per notebook::
      "versions": {python, torch, diffusers, numpy, scikit-learn}, "git_sha", "runtime_s",
      "metrics": {name: number}, "claims": [{id, claim, paper, measured, holds}]}
 
-``overrides`` names the parameters that replaced the scale's preset values (e.g. fewer training steps); runs with
-different overrides are kept apart in every summary.
+``overrides`` names the parameters that changed the run from its scale's defaults (a preset value replaced, e.g.
+fewer training steps, or a local file given); runs with different overrides are kept apart in every summary.
 
 ``python -m helpers.results README.md`` rewrites the README's summary table from these files.
 """
@@ -228,7 +228,7 @@ def summary_markdown(directory: Path | None = None) -> str:
                 seeds += f" (at {len(summary['commits'])} commits: {', '.join(c[:12] for c in summary['commits'])})"
         overridden = ", ".join(f"{k}={v}" for k, v in shown["overrides"].items())
         if overridden:
-            overridden = f" with {overridden} instead of the preset"
+            overridden = f" with overrides {overridden}"
         context.append(f"- `{name}`: {held}/{len(shown['claims'])} claims hold at scale `{scale}`{overridden}, seed "
                        f"{shown['seed']}, {shown['device']}, {shown['runtime_s']:.0f} s, commit "
                        f"`{shown['git_sha'][:12]}`{seeds}")

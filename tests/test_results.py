@@ -145,7 +145,7 @@ def test_runs_with_overrides_are_recorded_and_kept_apart(tmp_path):
     text = summary_markdown(tmp_path)
     assert "| 00_demo | An oracle scores near 1 | ≈ 1 | 0.95 | yes | 2/2 |" in text
     assert "| 00_demo@small-train_steps5 | An oracle scores near 1 | ≈ 1 | 0.60 | **no** | 0/2 |" in text
-    assert "with TRAIN_STEPS=5 instead of the preset" in text
+    assert "at scale `small` with overrides TRAIN_STEPS=5, seed 0" in text
     written = write_seed_summaries(tmp_path)
     assert sorted(p.name for p in written) == ["00_demo@small-train_steps5.json", "00_demo@small.json"]
     assert json.loads((tmp_path / "seeds" / "00_demo@small-train_steps5.json").read_text())["overrides"] == {
