@@ -86,17 +86,20 @@ def make_benchmark(generator: Img2ImgGenerator, *, train_concepts: int, extra_re
 def build_benchmark(cfg) -> AttributionBenchmark:
     """Make (or load from the cache) the benchmark of ``cfg`` (notebook 01's config).
 
-    The generator is notebook 02's seen generator at the same scale and seed, loaded from the cache when
-    notebook 02 has run (else trained here, with the same cache keys, so notebook 02 then reuses it).
+    The generator is notebook 02's seen generator at the same scale and seed (and ``cfg.vae_steps`` /
+    ``cfg.generator_steps`` when set), loaded from the cache when notebook 02 has run with the same settings (else
+    trained here, with the same cache keys, so notebook 02 then reuses it).
     """
     cfg02 = resolve("02_origin_linear_transform", SCALE=cfg.scale, SEED=cfg.seed, DEVICE=cfg.device,
-                    VAE_PATH="", VAE_STEPS=None, GENERATOR_STEPS=None, MAP_STEPS=None, IMAGE_SIZE=None)
+                    VAE_PATH="", VAE_STEPS=cfg.vae_steps, GENERATOR_STEPS=cfg.generator_steps, MAP_STEPS=None,
+                    IMAGE_SIZE=None)
     split02 = oripid.make_origin_split(cfg02.num_train, cfg02.num_test, cfg02.num_distractors, cfg02.seed,
                                        image_size=cfg02.image_size)
     vae = oripid.study_vae(cfg02, split02)
     generator = oripid.study_generators(cfg02, vae, split02, specs=GENERATOR_SPECS[:1])[GENERATOR_SPECS[0].name]
     sizes = {name: getattr(cfg, name) for name in ("train_concepts", "extra_real", "test_concepts", "distractors",
                                                      "views", "zoom")}
-    key = {"name": "attribution-benchmark", "seed": cfg.seed, "generator_scale": cfg.scale, **sizes}
+    key = {"name": "attribution-benchmark", "seed": cfg.seed, "generator_scale": cfg.scale,
+           "generator_steps": (cfg02.vae_steps, cfg02.generator_steps), **sizes}
     return load_or_train(key, lambda: make_benchmark(generator, seed=cfg.seed, image_size=cfg02.image_size, **sizes),
                          modules=[sys.modules[__name__]])

@@ -85,8 +85,9 @@ class Config:
         device: ``"cpu"``, ``"cuda"``, … as resolved from ``DEVICE``.
         values: every other parameter and preset value, by lower-case name (also readable as attributes).
         overrides: the parameters that change the run from its scale's defaults, by upper-case name: a preset
-            value replaced (``SOURCE_STEPS`` → 20000) or a local file given (``DSPRITES_NPZ`` → its path);
-            empty for a run at the scale's own settings on generated data.
+            value replaced (``SOURCE_STEPS`` → 20000), a local file given (``DSPRITES_NPZ`` → its path), or an
+            optional setting without a preset entry given a value (notebook 01's ``VAE_STEPS``, passed on to
+            notebook 02's preset); empty for a run at the scale's own settings on generated data.
     """
 
     notebook: str
@@ -162,7 +163,11 @@ def resolve(notebook: str, spec: NotebookSpec | None = None, **parameters: Any) 
     for name, value in parameters.items():
         if name in COMMON_PARAMS or (value is None and name.lower() in values):
             continue
-        if (name.lower() in values and values[name.lower()] != value) or (rules[name].existing_path and value):
+        if name.lower() in values:
+            changed = values[name.lower()] != value  # a preset value replaced
+        else:  # a local file given, or a pass-through setting (another notebook's preset) changed from None
+            changed = bool(value) if rules[name].existing_path else rules[name].optional and value is not None
+        if changed:
             overrides[name] = value
         values[name.lower()] = value
     device = str(select_device(parameters["DEVICE"]))
@@ -306,6 +311,9 @@ NOTEBOOKS["02_origin_linear_transform"] = NotebookSpec(
 
 NOTEBOOKS["01_ssl_alignment_ica"] = NotebookSpec(
     params={
+        # the generator that makes the synthetic images is notebook 02's: these shorten its VAE and denoiser
+        "VAE_STEPS": Param(int, minimum=1, optional=True),
+        "GENERATOR_STEPS": Param(int, minimum=1, optional=True),
         "SSL_STEPS": Param(int, minimum=1, optional=True),
         "HEAD_EPOCHS": Param(int, minimum=1, optional=True),
         "BACKBONE_PATH": Param(str, existing_path=True),

@@ -56,6 +56,17 @@ def test_an_integer_and_its_float_are_one_run():
     assert resolve("demo", spec, **common, BETA=1).run_name == "demo"  # the preset's own value
 
 
+def test_a_pass_through_setting_counts_once_given():
+    # an optional parameter without a preset entry (e.g. another notebook's step count) is None by default
+    spec = NotebookSpec(params={"OTHER_STEPS": Param(int, minimum=1, optional=True)},
+                        presets={"small": {"train_steps": 100}})
+    common = {"SCALE": "small", "SEED": 0, "DEVICE": "cpu"}
+    default = resolve("demo", spec, **common, OTHER_STEPS=None)
+    assert default.other_steps is None and dict(default.overrides) == {} and default.run_name == "demo"
+    given = resolve("demo", spec, **common, OTHER_STEPS=50)
+    assert dict(given.overrides) == {"OTHER_STEPS": 50} and given.run_name == "demo@small-seed0-other_steps50"
+
+
 def test_a_local_file_is_part_of_the_run_name(tmp_path):
     first, second = tmp_path / "a.npz", tmp_path / "b.npz"
     first.write_bytes(b"x")
