@@ -18,8 +18,6 @@ DEVICE ?= auto
 NB ?=
 PARAMS ?=
 NOTEBOOKS := $(sort $(wildcard notebooks/$(NB)*.ipynb))
-# NAME=VALUE pairs → papermill's -p NAME VALUE (papermill reads 20000 as an int, 1e-4 as a float)
-PAPERMILL_PARAMS := $(foreach pair,$(PARAMS),-p $(firstword $(subst =, ,$(pair))) $(word 2,$(subst =, ,$(pair))))
 KERNEL := workbench
 
 export HF_HUB_OFFLINE := 1
@@ -39,12 +37,13 @@ setup: $(VENV)/.installed
 notebooks: setup
 	@if [ -n "$(NB)" ] && [ -z "$(NOTEBOOKS)" ]; then echo "no notebook matches NB=$(NB)"; exit 1; fi
 	@mkdir -p build/executed
-	@for nb in $(NOTEBOOKS); do for seed in $(SEEDS); do \
+	@params=(); for pair in $(PARAMS); do params+=(-p "$${pair%%=*}" "$${pair#*=}"); done; \
+	for nb in $(NOTEBOOKS); do for seed in $(SEEDS); do \
 	  run=$$($(PY) -m helpers.config run-name "$$(basename $$nb .ipynb)" $(SCALE) $$seed $(PARAMS)) || exit 1; \
 	  echo "== $$nb (SCALE=$(SCALE) SEED=$$seed DEVICE=$(DEVICE) $(PARAMS)) -> $$run"; \
 	  $(PY) -m papermill "$$nb" "build/executed/$$run.ipynb" \
 	    -k $(KERNEL) --cwd notebooks \
-	    -p SCALE $(SCALE) -p SEED $$seed -p DEVICE $(DEVICE) $(PAPERMILL_PARAMS) || exit 1; \
+	    -p SCALE $(SCALE) -p SEED $$seed -p DEVICE $(DEVICE) "$${params[@]}" || exit 1; \
 	done; done
 	$(PY) -m helpers.results README.md
 
