@@ -8,12 +8,17 @@ is reported, deleted and rebuilt, never loaded.
 
 The entry's name is a hash of the key (config, seed, …) and of the source code it depends on (by default
 the whole ``helpers`` package), so a change of code never serves a stale result.
+
+:func:`cached_step` is how a study module caches one step: the key is built from the very arguments that make the
+call, with the device type and the torch version, so a key cannot drift from the call it describes.
 """
 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
+import inspect
 import io
 import json
 import warnings
@@ -45,7 +50,8 @@ def code_version(modules: Iterable[ModuleType] | None = None) -> str:
     files = sorted(_PACKAGE.rglob("*.py")) if modules is None else dependency_files(modules)
     digest = hashlib.sha256()
     for path in files:
-        digest.update(str(path.relative_to(_PACKAGE)).encode())
+        digest.update(str(path.relative_to(_PACKAGE.parent) if path.is_relative_to(_PACKAGE.parent) else path.name)
+                      .encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -185,6 +191,77 @@ def load_or_train(
     if resumable:
         checkpoint.clear()
     return result
+
+
+def cached_step(name: str, fn: Callable[..., Any], /, *, resumable: bool = False, device: str | None = None,
+                directory: Path | None = None, **kwargs: Any) -> Any:
+    """``fn(**kwargs)``, from the cache when this exact call ran before on this device type and torch version.
+
+    The key is ``name``, a fingerprint of every keyword argument (:func:`fingerprint`), the device type, the torch
+    version, and the source of ``fn``'s module with every ``helpers`` module it imports. So the key is the call:
+    nothing can be passed to ``fn`` that the key leaves out.
+
+    Args:
+        name: a readable name for the entry (starts its file name).
+        fn: a module-level function (a closure or lambda is refused: what it captures would be left out of the key).
+        resumable: also pass ``checkpoint=`` (a :class:`Checkpoint`), so an interrupted step resumes.
+        device: passed on as ``device=``; its type (``cpu``, ``cuda``), not its index, enters the key.
+        directory: cache folder (default ``cache/``).
+        **kwargs: ``fn``'s arguments: plain values, tensors, arrays, modules, dataclasses, configs.
+
+    Raises:
+        ValueError: ``fn`` captures variables or is not a plain function.
+        TypeError: an argument has no reproducible fingerprint.
+    """
+    if not inspect.isfunction(fn) or fn.__code__.co_freevars or fn.__name__ == "<lambda>":
+        raise ValueError(f"cached_step({name!r}) needs a module-level function, got {fn!r}: a closure or lambda would "
+                         "hide what it captures from the cache key")
+    key = {"name": name, "function": f"{fn.__module__}.{fn.__qualname__}", "args": fingerprint(kwargs),
+           "device": torch.device(device).type if device is not None else "cpu", "torch": torch.__version__}
+    call = dict(kwargs)
+    if device is not None:
+        call["device"] = device
+
+    def run(checkpoint: Checkpoint | None = None) -> Any:
+        return fn(**call) if checkpoint is None else fn(checkpoint=checkpoint, **call)
+
+    return load_or_train(key, run, resumable=resumable, modules=[inspect.getmodule(fn)], directory=directory)
+
+
+def fingerprint(value: Any) -> Any:
+    """A JSON-able summary of ``value`` that changes whenever the value does.
+
+    Tensors and arrays become the SHA-256 of their dtype, shape and bytes; an ``nn.Module`` its class and state
+    dict; a dataclass its class and fields; an object with ``as_dict()`` that dict; containers recurse.
+
+    Raises:
+        TypeError: a value of any other kind (say what it depends on by passing its parts instead).
+    """
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        array = value.detach().cpu().contiguous().numpy() if isinstance(value, torch.Tensor) else value
+        digest = hashlib.sha256(f"{array.dtype}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+        return {"array": digest.hexdigest()[:20]}
+    if isinstance(value, torch.nn.Module):
+        return {"module": type(value).__qualname__, "state": state_fingerprint(value.state_dict())}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {"dataclass": type(value).__qualname__,
+                "fields": {f.name: fingerprint(getattr(value, f.name)) for f in dataclasses.fields(value)}}
+    if hasattr(value, "as_dict"):
+        return fingerprint(value.as_dict())
+    if isinstance(value, Mapping):
+        return {str(k): fingerprint(v) for k, v in sorted(value.items(), key=lambda item: str(item[0]))}
+    if isinstance(value, (list, tuple)):
+        return [fingerprint(v) for v in value]
+    if isinstance(value, (Path, torch.device)):
+        return str(value)
+    if isinstance(value, torch.dtype):
+        return str(value)
+    raise TypeError(f"no reproducible fingerprint for a {type(value).__name__}: pass its parts to the cached step")
 
 
 def _load_or_discard(path: Path) -> Any | None:

@@ -1,3 +1,4 @@
+import importlib
 import numpy as np
 import pytest
 import torch
@@ -76,10 +77,85 @@ def test_none_result_and_unhashable_key_are_errors(tmp_path):
 
 
 def test_code_dependencies_follow_imports():
-    from helpers import training, transfer
+    from helpers import origin, training
+    omes = importlib.import_module("helpers.metrics.omes")
 
     names = {path.name for path in cache.dependency_files([training])}
     assert names == {"training.py", "cache.py", "runtime.py", "paths.py"}
-    names = {path.name for path in cache.dependency_files([transfer])}
-    assert {"transfer.py", "vae.py", "dsprites.py", "factors.py", "omes.py", "runtime.py"} <= names
+    names = {path.name for path in cache.dependency_files([origin])}
+    assert {"origin.py", "training.py", "checks.py", "runtime.py"} <= names
+    assert {path.name for path in cache.dependency_files([omes])} >= {"omes.py", "factors.py", "_common.py"}
     assert "results.py" not in names and "plotting.py" not in names
+
+
+CALLS: list[dict] = []
+
+
+def scaled_sum(values, factor, device="cpu", checkpoint=None):
+    """A module-level step for cached_step: records its calls."""
+    CALLS.append({"device": device, "checkpoint": checkpoint is not None})
+    return {"total": float(values.sum()) * factor}
+
+
+def test_cached_step_keys_on_its_arguments(tmp_path):
+    CALLS.clear()
+    values = torch.arange(4.0)
+    first = cache.cached_step("sum", scaled_sum, directory=tmp_path, values=values, factor=2)
+    again = cache.cached_step("sum", scaled_sum, directory=tmp_path, values=values.clone(), factor=2)
+    assert first == again == {"total": 12.0} and len(CALLS) == 1
+    cache.cached_step("sum", scaled_sum, directory=tmp_path, values=values + 1, factor=2)  # other content
+    cache.cached_step("sum", scaled_sum, directory=tmp_path, values=values, factor=3)  # other value
+    cache.cached_step("sum", scaled_sum, directory=tmp_path, values=values, factor=2, resumable=True)
+    assert len(CALLS) == 3  # the resumable call has the same key: loaded
+    assert len(list(tmp_path.glob("*.pt"))) == 3
+
+
+def test_cached_step_device_type_and_torch_version_enter_the_key(tmp_path, monkeypatch):
+    CALLS.clear()
+    values = torch.ones(2)
+    cache.cached_step("sum", scaled_sum, directory=tmp_path, device="cpu", values=values, factor=1)
+    assert CALLS == [{"device": "cpu", "checkpoint": False}]
+    monkeypatch.setattr(torch, "device", lambda name: type("D", (), {"type": "cuda"})())  # a "cuda" run
+    cache.cached_step("sum", scaled_sum, directory=tmp_path, device="cuda:1", values=values, factor=1)
+    monkeypatch.undo()
+    monkeypatch.setattr(torch, "__version__", "0.0.0")
+    cache.cached_step("sum", scaled_sum, directory=tmp_path, device="cpu", values=values, factor=1)
+    assert len(CALLS) == 3 and CALLS[1]["device"] == "cuda:1"
+
+
+def test_cached_step_resumable_passes_a_checkpoint(tmp_path):
+    CALLS.clear()
+    cache.cached_step("sum", scaled_sum, directory=tmp_path, resumable=True, values=torch.ones(1), factor=1)
+    assert CALLS == [{"device": "cpu", "checkpoint": True}]
+
+
+def test_cached_step_refuses_closures_and_unfingerprintable_arguments(tmp_path):
+    factor = 2
+    with pytest.raises(ValueError, match="module-level function"):
+        cache.cached_step("x", lambda values: values, directory=tmp_path, values=1)
+
+    def closure(values):
+        return values * factor
+
+    with pytest.raises(ValueError, match="module-level function"):
+        cache.cached_step("x", closure, directory=tmp_path, values=1)
+    with pytest.raises(TypeError, match="no reproducible fingerprint"):
+        cache.cached_step("x", scaled_sum, directory=tmp_path, values=object(), factor=1)
+
+
+def test_fingerprint_follows_content_modules_and_dataclasses():
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Settings:
+        steps: int
+        weights: torch.Tensor
+
+    layer = torch.nn.Linear(2, 2)
+    before = cache.fingerprint({"layer": layer, "settings": Settings(3, torch.zeros(2)), "shape": (1, 2)})
+    assert cache.fingerprint({"shape": (1, 2), "settings": Settings(3, torch.zeros(2)), "layer": layer}) == before
+    with torch.no_grad():
+        layer.weight.add_(1)
+    assert cache.fingerprint({"layer": layer, "settings": Settings(3, torch.zeros(2)), "shape": (1, 2)}) != before
+    assert cache.fingerprint(Settings(3, torch.zeros(2))) != cache.fingerprint(Settings(3, torch.ones(2)))
+    assert cache.fingerprint(np.zeros(2, np.float32)) != cache.fingerprint(np.zeros(2, np.float64))
