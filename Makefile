@@ -1,6 +1,8 @@
 # Two commands do everything on a fresh machine:
 #   make notebooks   set up .venv, run every notebook headless (papermill), regenerate figures/ and results/
-#   make test        set up .venv, run ruff, pytest on tests/ and nbval on notebooks/
+#   make test        set up .venv, run ruff, pytest on tests/ and nbval on notebooks/ (results and figures go to
+#                    build/test-outputs/), then compare them with the committed results/ and figures/
+#   make gpu-smoke   every notebook at SCALE=full on CUDA with shortened schedules (outputs in build/gpu-smoke/)
 # Options: SCALE=small|full  SEED=0  SEEDS="0 1 2" (several seeds, summarised in results/seeds/)  DEVICE=auto|cpu|cuda
 #          NB=03 (only notebooks whose name starts with it)
 #          PARAMS="SOURCE_STEPS=20000 FINETUNE_STEPS=5000" (a notebook's own parameters, checked before it runs; a
@@ -19,16 +21,26 @@ NB ?=
 PARAMS ?=
 NOTEBOOKS := $(sort $(wildcard notebooks/$(NB)*.ipynb))
 KERNEL := workbench
+TEST_OUTPUT := build/test-outputs
+# gpu-smoke: each notebook's schedules shortened so that all four run in minutes on one GPU (recorded as override
+# runs under build/gpu-smoke/, never as full results). SMOKE_SCALE=small SMOKE_DEVICE=cpu checks the plumbing on a CPU.
+SMOKE_SCALE ?= full
+SMOKE_DEVICE ?= cuda
+SMOKE_OUTPUT := build/gpu-smoke
+SMOKE_PARAMS_01 := VAE_STEPS=200 GENERATOR_STEPS=200 SSL_STEPS=200 HEAD_EPOCHS=2
+SMOKE_PARAMS_02 := VAE_STEPS=200 GENERATOR_STEPS=200 MAP_STEPS=200
+SMOKE_PARAMS_03 := SOURCE_STEPS=200 FINETUNE_STEPS=50
+SMOKE_PARAMS_04 := STAGE1_STEPS=200 SEPARATOR_STEPS=200
 
 export HF_HUB_OFFLINE := 1
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: setup notebooks test lint bench clean-executed
+.PHONY: setup notebooks test lint bench gpu-smoke clean-executed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH_SPEC) -e .
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt $(TORCH_SPEC) -e .
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (workbench)" > /dev/null
 	@touch $@
 
@@ -51,8 +63,26 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 test: lint
-	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
+	rm -rf $(TEST_OUTPUT)
+	WORKBENCH_OUTPUT=$(TEST_OUTPUT) $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
 	  --sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 1800 -p no:cacheprovider
+	$(PY) -m helpers.results compare $(TEST_OUTPUT) .
+
+gpu-smoke: setup
+	@mkdir -p $(SMOKE_OUTPUT)/executed
+	@for nb in $(NOTEBOOKS); do \
+	  num=$$(basename $$nb | cut -c1-2); \
+	  case $$num in 01) p="$(SMOKE_PARAMS_01)";; 02) p="$(SMOKE_PARAMS_02)";; 03) p="$(SMOKE_PARAMS_03)";; \
+	    04) p="$(SMOKE_PARAMS_04)";; *) echo "gpu-smoke: no shortened schedule for $$nb"; exit 1;; esac; \
+	  params=(); for pair in $$p; do params+=(-p "$${pair%%=*}" "$${pair#*=}"); done; \
+	  run=$$($(PY) -m helpers.config run-name "$$(basename $$nb .ipynb)" $(SMOKE_SCALE) 0 $$p) || exit 1; \
+	  echo "== $$nb (SCALE=$(SMOKE_SCALE) DEVICE=$(SMOKE_DEVICE) $$p) -> $(SMOKE_OUTPUT)/executed/$$run.ipynb"; \
+	  start=$$(date +%s); \
+	  WORKBENCH_OUTPUT=$(SMOKE_OUTPUT) $(PY) -m papermill "$$nb" "$(SMOKE_OUTPUT)/executed/$$run.ipynb" \
+	    -k $(KERNEL) --cwd notebooks -p SCALE $(SMOKE_SCALE) -p SEED 0 -p DEVICE $(SMOKE_DEVICE) "$${params[@]}" \
+	    || exit 1; \
+	  echo "== $$nb finished in $$(( $$(date +%s) - start )) s"; \
+	done
 
 bench: setup
 	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) "$$script" || exit 1; done

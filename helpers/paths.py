@@ -1,7 +1,9 @@
 """Where the workbench reads and writes: figures, results, cache, data, executed notebooks.
 
 The root is the repository that holds the ``helpers`` package (installed editable). Set
-``WORKBENCH_ROOT`` to write elsewhere, e.g. from a read-only checkout.
+``WORKBENCH_ROOT`` to use another checkout, and ``WORKBENCH_OUTPUT`` to send results and figures to another
+folder: ``make test`` runs the notebooks with ``WORKBENCH_OUTPUT=build/test-outputs``, so a test run never rewrites
+the committed ``results/`` and ``figures/``.
 """
 
 from __future__ import annotations
@@ -17,14 +19,21 @@ def project_root() -> Path:
     return Path(override).resolve() if override else Path(__file__).resolve().parent.parent
 
 
+def output_root() -> Path:
+    """Where results and figures go: ``$WORKBENCH_OUTPUT`` when set (relative to the repository root), else the
+    repository root itself."""
+    override = os.environ.get("WORKBENCH_OUTPUT")
+    return (project_root() / override).resolve() if override else project_root()
+
+
 def figures_dir(notebook: str) -> Path:
-    """``figures/<notebook>/``."""
-    return project_root() / "figures" / notebook
+    """``figures/<notebook>/`` under :func:`output_root`."""
+    return output_root() / "figures" / notebook
 
 
 def results_dir() -> Path:
-    """``results/``: one JSON file per notebook."""
-    return project_root() / "results"
+    """``results/`` under :func:`output_root`: one JSON file per notebook run."""
+    return output_root() / "results"
 
 
 def cache_dir() -> Path:
@@ -38,8 +47,8 @@ def data_dir() -> Path:
     return project_root() / "data"
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a flushed temporary file renamed over it.
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` through a flushed temporary file renamed over it, readable by all (``mode``).
 
     An interruption leaves the old file or the new one, never a partial file.
     """
@@ -51,6 +60,7 @@ def write_atomic(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(handle.name, mode)
         os.replace(handle.name, path)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
