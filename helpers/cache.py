@@ -56,24 +56,35 @@ def code_version(modules: Iterable[ModuleType] | None = None) -> str:
     return digest.hexdigest()[:16]
 
 
-def dependency_files(modules: Iterable[ModuleType]) -> list[Path]:
-    """The source files of ``modules`` and of every ``helpers`` module they import, transitively, sorted."""
+def dependency_files(modules: Iterable[ModuleType] = (), sources: Iterable[str] = ()) -> list[Path]:
+    """The source files of ``modules`` and of every ``helpers`` module they import, transitively, sorted.
+
+    ``sources`` are more Python texts (a notebook's code cells) whose ``helpers`` imports count the same way.
+    """
     seen: set[Path] = set()
     pending = [Path(module.__file__).resolve() for module in modules]
+    for source in sources:
+        pending += _imported_helpers_files(source)
     while pending:
         path = pending.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-            else:
-                continue
-            pending += [found for name in names if (found := _module_file(name)) is not None]
+        if path not in seen:
+            seen.add(path)
+            pending += _imported_helpers_files(path.read_text())
     return sorted(seen)
+
+
+def _imported_helpers_files(source: str) -> list[Path]:
+    """The files of the ``helpers`` modules that ``source`` imports (absolute imports only)."""
+    files = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        files += [found for name in names if (found := _module_file(name)) is not None]
+    return files
 
 
 def _module_file(dotted: str) -> Path | None:
