@@ -89,3 +89,10 @@ bench: setup
 
 clean-executed:
 	rm -rf build/executed
+
+# make book: a static HTML book of the executed notebooks (build/executed/<notebook>.ipynb, written by make notebooks)
+# with their outputs and figures, each with its reading notes, and the results table: build/book/html/index.html.
+# Nothing is re-executed; Sphinx, MyST-NB and sphinx-book-theme come with the main install (setup).
+.PHONY: book
+book: setup
+	$(PY) -m book.build

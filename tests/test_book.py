@@ -1,0 +1,165 @@
+"""The rendered book (``make book`` → ``python -m book.build``): progress-bar coalescing, and a whole build of a
+tiny executed notebook (figure, claims table, tqdm noise) with a tiny results file."""
+
+import base64
+import io
+import json
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root, where book/ lives
+
+from book.build import BookError, build, main  # noqa: E402
+from book.prepare import coalesce_outputs, prepare_notebook, resolve_carriage_returns  # noqa: E402
+
+# Sphinx 9 announces API changes of its extensions (MyST, the book theme) that are not this project's to make
+pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
+
+IPROGRESS = (
+    "/venv/lib/python3.11/site-packages/tqdm/auto.py:21: TqdmWarning: IProgress not found. Please update jupyter "
+    "and ipywidgets. See https://ipywidgets.readthedocs.io/en/stable/user_install.html\n"
+    "  from .autonotebook import tqdm as notebook_tqdm\n"
+)
+
+
+def stream(name, text):
+    return nbformat.v4.new_output("stream", name=name, text=text)
+
+
+def test_resolve_carriage_returns_keeps_what_a_terminal_shows():
+    assert resolve_carriage_returns("\r  0%|   | 0/3\r 33%|#  | 1/3\r100%|###| 3/3\n") == "100%|###| 3/3\n"
+    # a shorter update overwrites only the start; tqdm pads with spaces, which are stripped
+    assert resolve_carriage_returns("abcdef\rxy") == "xycdef"
+    assert resolve_carriage_returns("long status\rshort      \ndone\n") == "short\ndone\n"
+    # a bar closed with leave=False ends blank and disappears
+    assert resolve_carriage_returns("before\n\r 50%|# |\r          \rafter\n") == "before\nafter\n"
+    assert resolve_carriage_returns("plain\r\nlines\n") == "plain\nlines\n"
+
+
+def test_coalesce_outputs_merges_consecutive_streams_and_drops_noise():
+    image = nbformat.v4.new_output("display_data", data={"image/png": "AAAA", "text/plain": "<Figure>"})
+    outputs = [
+        stream("stderr", IPROGRESS),
+        stream("stderr", "\rtrain:   0%|          | 0/3"),
+        stream("stderr", "\rtrain:  33%|###3      | 1/3"),
+        stream("stderr", "\rtrain: 100%|##########| 3/3\n"),
+        stream("stdout", "loss 0.5\n"),
+        stream("stdout", "loss 0.4\n"),
+        image,
+        stream("stderr", "\reval: 100%|##| 2/2\n"),
+        stream("stderr", IPROGRESS),
+    ]
+    before = json.dumps(outputs)
+    got = coalesce_outputs(outputs)
+    assert json.dumps(outputs) == before  # pure: the input is untouched
+    assert [(o["output_type"], o.get("name")) for o in got] == [
+        ("stream", "stderr"), ("stream", "stdout"), ("display_data", None), ("stream", "stderr")]
+    assert got[0]["text"] == "train: 100%|##########| 3/3\n"
+    assert got[1]["text"] == "loss 0.5\nloss 0.4\n"
+    assert got[2] == image
+    assert got[3]["text"] == "eval: 100%|##| 2/2\n"
+    assert coalesce_outputs([stream("stderr", IPROGRESS)]) == []
+    # list-valued text (as on disk) is joined
+    assert coalesce_outputs([{"output_type": "stream", "name": "stderr", "text": ["a\r", "b\n"]}])[0]["text"] == "b\n"
+
+
+def test_prepare_notebook_coalesces_code_cells_of_a_copy():
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("progress\rbars in text are left alone"),
+        nbformat.v4.new_code_cell("run()", outputs=[stream("stderr", "\r 50%"), stream("stderr", "\r100%\n")]),
+    ])
+    prepared = prepare_notebook(notebook)
+    assert prepared.cells[0].source == "progress\rbars in text are left alone"
+    assert [o["text"] for o in prepared.cells[1].outputs] == ["100%\n"]
+    assert len(notebook.cells[1].outputs) == 2
+
+
+def tiny_png() -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (24, 16), (200, 40, 40)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+CLAIMS_HTML = (
+    "<table class='dataframe'><thead><tr><th>id</th><th>claim</th><th>holds</th></tr></thead>"
+    "<tbody><tr><td>tiny-claim</td><td>Tiny models align the toy domains</td><td>True</td></tr></tbody></table>"
+)
+
+
+def write_fixture(root: Path) -> dict:
+    """A tiny workbench: one source notebook, its executed default run (plus an other-seed run), its reading notes,
+    a README and a results file."""
+    paths = {key: root / key for key in ("notebooks", "executed", "papers", "results")}
+    for folder in paths.values():
+        folder.mkdir()
+    source = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# 01 · A tiny notebook\n\nNotes: [`papers/01_tiny.md`](../papers/01_tiny.md); "
+                                      "maths $x^2$."),
+        nbformat.v4.new_code_cell("for step in tqdm(range(3)): ...\nshow_figure()\nrecord.table()"),
+    ])
+    source.metadata["language_info"] = {"name": "python"}
+    nbformat.write(source, paths["notebooks"] / "01_tiny.ipynb")
+    executed = nbformat.from_dict(json.loads(json.dumps(source)))
+    executed.cells[1].execution_count = 1
+    executed.cells[1].outputs = [
+        stream("stderr", IPROGRESS),
+        *[stream("stderr", f"\rsteps: {p:3d}%|{'#' * (p // 10):<10}| {p * 3 // 100}/3") for p in (0, 33, 66, 100)],
+        stream("stderr", "\n"),
+        nbformat.v4.new_output("display_data", data={"image/png": tiny_png(), "text/plain": "<Figure 24x16>"}),
+        nbformat.v4.new_output("execute_result", execution_count=1,
+                               data={"text/html": CLAIMS_HTML, "text/plain": "tiny-claim ... True"}),
+    ]
+    nbformat.write(executed, paths["executed"] / "01_tiny.ipynb")
+    nbformat.write(executed, paths["executed"] / "01_tiny@small-seed1.ipynb")
+    (paths["papers"] / "01_tiny.md").write_text("# 01 · Reading notes of the tiny paper\n\nThe paper says so.\n")
+    readme = root / "README.md"
+    readme.write_text("# Tiny workbench\n\nA workbench of one tiny notebook. It exists for a test.\n\n## More\n")
+    paths["readme"] = readme
+    record = {
+        "notebook": "01_tiny", "scale": "small", "seed": 0, "overrides": {}, "device": "cpu", "runtime_s": 1.0,
+        "git_sha": "0123456789abcdef", "metrics": {"m": 1.0},
+        "claims": [{"id": "tiny-claim", "claim": "Tiny claim from the results file", "paper": "yes",
+                    "measured": "0.93", "holds": False}],
+    }
+    (paths["results"] / "01_tiny.json").write_text(json.dumps(record))
+    return paths
+
+
+def test_build_renders_figure_claims_table_and_notes_without_progress_spam(tmp_path):
+    paths = write_fixture(tmp_path)
+    out = tmp_path / "book"
+    index = build(paths["executed"], paths["results"], out, notebooks=paths["notebooks"], papers=paths["papers"],
+                  readme=paths["readme"])
+    assert index == out / "html" / "index.html"
+    landing = index.read_text()
+    assert "Tiny workbench" in landing and "It exists for a test." in landing  # the README's opening
+    assert "Tiny claim from the results file" in landing and "<table" in landing  # the results table
+    assert "How to read a" in landing
+    chapter_path = out / "html" / "notebooks" / "01_tiny.html"
+    chapter = chapter_path.read_text()
+    images = re.findall(r'<img[^>]*src="([^"]+\.png)"', chapter)
+    assert images, "no <img> of a png in the chapter"
+    assert all((chapter_path.parent / src).resolve().is_file() for src in images)
+    assert "Tiny models align the toy domains" in chapter  # the claims table output
+    assert "steps: 100%|##########| 3/3" in chapter
+    assert "\r" not in chapter and " 33%" not in chapter and "IProgress" not in chapter
+    assert 'href="../papers/01_tiny.html' in chapter  # the notes link resolves to the notes page
+    assert "Reading notes of the tiny paper" in (out / "html" / "papers" / "01_tiny.html").read_text()
+    assert not (out / "html" / "notebooks" / "01_tiny@small-seed1.html").exists()  # other runs left out
+
+
+def test_missing_default_run_fails_in_one_line(tmp_path, capsys):
+    paths = write_fixture(tmp_path)
+    (paths["executed"] / "01_tiny.ipynb").unlink()
+    with pytest.raises(BookError, match="make notebooks"):
+        build(paths["executed"], paths["results"], tmp_path / "book", notebooks=paths["notebooks"],
+              papers=paths["papers"], readme=paths["readme"])
+    assert main(["--executed", str(paths["executed"]), "--notebooks", str(paths["notebooks"]),
+                 "--out", str(tmp_path / "book")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "01_tiny.ipynb is missing" in err and "make notebooks" in err
