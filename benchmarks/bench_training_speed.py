@@ -29,7 +29,7 @@ from sklearn.ensemble import GradientBoostingClassifier
 from helpers.data.factors import FactorGrid
 from helpers.models import flow
 from helpers.parallel import fit_all
-from helpers.transfer import CLASSIFIERS, factor_classifier
+from helpers.transfer_study import CLASSIFIERS, factor_classifier
 
 GRID = FactorGrid(("shape", "scale", "orientation", "pos_x", "pos_y"), (3, 6, 10, 8, 8))
 

@@ -1,9 +1,10 @@
 """Tested helpers behind the workbench notebooks.
 
-Organised by concern: ``config`` (scale presets and parameter validation), ``runtime`` (seeding,
+Organised by concern: ``config`` (parameter validation and scale presets), ``runtime`` (seeding,
 determinism, device), ``cache`` (train-or-load with atomic, checksummed files), ``plotting``,
-``results`` (claims tables), ``data`` (procedural datasets and real-file loaders), ``retrieval``
-and ``metrics``; one module per paper concept on top of those.
+``results`` (claims tables), ``data`` (procedural datasets and real-file loaders), ``retrieval``,
+``metrics`` and ``models`` (every ``nn.Module``); one module per paper concept on top of those, and one study
+module per notebook (``*_study``: its presets, cached steps and scores).
 """
 
 import os

@@ -45,15 +45,26 @@ def code_version(modules: Iterable[ModuleType] | None = None) -> str:
     """SHA-256 (hex, 16 chars) of the source files a result depends on.
 
     ``modules=None`` hashes every file of ``helpers``; otherwise the given modules and every ``helpers`` module
-    they import, directly or through others (see :func:`dependency_files`).
+    they import, directly or through others (see :func:`dependency_files`). A study module's ``SPEC`` (its
+    notebook's presets) is left out: a cached step receives the preset values it uses as arguments, which are in
+    its key, so editing another preset value of the same notebook does not retrain it.
     """
     files = sorted(_PACKAGE.rglob("*.py")) if modules is None else dependency_files(modules)
     digest = hashlib.sha256()
     for path in files:
         digest.update(str(path.relative_to(_PACKAGE.parent) if path.is_relative_to(_PACKAGE.parent) else path.name)
                       .encode())
-        digest.update(path.read_bytes())
+        digest.update(_without_spec(path.read_text()).encode())
     return digest.hexdigest()[:16]
+
+
+def _without_spec(source: str) -> str:
+    """``source`` without its top-level ``SPEC = ...`` assignment (lines removed), if it has one."""
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "SPEC" for t in node.targets):
+            lines = source.splitlines(keepends=True)
+            return "".join(lines[:node.lineno - 1] + lines[node.end_lineno:])
+    return source
 
 
 def dependency_files(modules: Iterable[ModuleType] = (), sources: Iterable[str] = ()) -> list[Path]:

@@ -409,9 +409,9 @@ def compare_runs(new: dict[str, Any], reference: dict[str, Any]) -> tuple[list[s
             largest, worst = deviation, name
         if deviation > METRIC_TOLERANCE.get(name, 0.0):
             problems.append(f"metric {name}: {old_m[name]!r} -> {new_m[name]!r}")
-    summary = (f"{len(new_m)} metrics compared (timings aside), largest deviation {largest:.3g} ({worst}); {len(new_claims)} claims, "
-               f"{sum(new_claims[c]['holds'] == old_claims[c]['holds'] for c in set(new_claims) & set(old_claims))}"
-               " verdicts as committed")
+    same = sum(new_claims[c]["holds"] == old_claims[c]["holds"] for c in set(new_claims) & set(old_claims))
+    summary = (f"{len(new_m)} metrics compared (timings aside), largest deviation {largest:.3g} ({worst}); "
+               f"{len(new_claims)} claims, {same} verdicts as committed")
     return problems, summary
 
 

@@ -1,4 +1,5 @@
 import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -159,3 +160,14 @@ def test_fingerprint_follows_content_modules_and_dataclasses():
     assert cache.fingerprint({"layer": layer, "settings": Settings(3, torch.zeros(2)), "shape": (1, 2)}) != before
     assert cache.fingerprint(Settings(3, torch.zeros(2))) != cache.fingerprint(Settings(3, torch.ones(2)))
     assert cache.fingerprint(np.zeros(2, np.float32)) != cache.fingerprint(np.zeros(2, np.float64))
+
+
+def test_a_notebooks_presets_do_not_enter_the_code_version(tmp_path, monkeypatch):
+    study = tmp_path / "study.py"
+    module = type("M", (), {"__file__": str(study)})
+    study.write_text('SPEC = {"small": {"steps": 100}}\n\n\ndef step(steps):\n    return steps\n')
+    before = cache.code_version([module])
+    study.write_text('SPEC = {"small": {"steps": 200},\n        "full": {}}\n\n\ndef step(steps):\n    return steps\n')
+    assert cache.code_version([module]) == before
+    study.write_text('SPEC = {"small": {"steps": 100}}\n\n\ndef step(steps):\n    return 2 * steps\n')
+    assert cache.code_version([module]) != before

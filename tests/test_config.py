@@ -1,7 +1,20 @@
+import importlib
+import subprocess
+import sys
+
 import pytest
 from papermill.cli import _resolve_type
 
-from helpers.config import Config, NotebookSpec, Param, parse_parameter_value, resolve, run_name_from_cli
+from helpers.config import (
+    STUDY_MODULES,
+    Config,
+    NotebookSpec,
+    Param,
+    notebook_spec,
+    parse_parameter_value,
+    resolve,
+    run_name_from_cli,
+)
 
 SPEC = NotebookSpec(
     params={
@@ -103,6 +116,22 @@ def test_missing_common_parameter_and_unknown_notebook():
         resolve("demo", SPEC, SCALE="small", DEVICE="cpu")
     with pytest.raises(ValueError, match="unknown notebook 'nope'"):
         resolve("nope", SCALE="small", SEED=0, DEVICE="cpu")
+
+
+def test_each_notebook_spec_is_its_study_module_spec():
+    for stem, module in STUDY_MODULES.items():
+        spec = notebook_spec(stem)
+        assert spec is importlib.import_module(module).SPEC and set(spec.presets) == {"small", "full"}
+        assert resolve(stem, SCALE="small", SEED=0, DEVICE="cpu").run_name == stem
+    with pytest.raises(ValueError, match=r"unknown notebook 'nope'; known: 01_ssl_alignment_ica, ") as info:
+        notebook_spec("nope")
+    assert "\n" not in str(info.value)
+
+
+def test_config_imports_no_study_module():
+    code = "import sys, helpers.config; print(sorted(m for m in sys.modules if m.endswith('_study')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
 
 
 def test_existing_path_accepted(tmp_path):

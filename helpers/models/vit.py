@@ -303,7 +303,7 @@ class FrozenPatches(nn.Module):
     """A frozen ViT's patch features of images in [−1, 1]: (B, 3, S, S) → (B, dim, size/patch, size/patch).
 
     Diff-CA's semantic tokens read the patch features of a frozen DINOv3; this module puts a local DINOv3 (or
-    DINOv2, or DINO) checkpoint in that place (:class:`helpers.diffca.TokenEncoder`'s ``patches``).
+    DINOv2, or DINO) checkpoint in that place (:class:`helpers.models.diffca.TokenEncoder`'s ``patches``).
 
     Args:
         model: from :func:`load_vit`.

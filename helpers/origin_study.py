@@ -7,18 +7,19 @@ the bundled photographs (:func:`helpers.data.images.photo_crops`), the generator
 origin of test query ``i`` is reference ``i``.
 
 Methods beside the linear map of :mod:`helpers.origin`: raw VAE embeddings (:func:`vae_embeddings`), a
-similarity-based pixel CNN (:class:`PixelEmbedder`, trained with the same CosFace loss through
-:func:`helpers.origin.train_map` on flattened pixels), and frozen EfficientNet-Lite0 features
+similarity-based pixel CNN (:class:`helpers.models.pixel_cnn.PixelEmbedder`, trained with the same CosFace loss
+through :func:`helpers.origin.train_map` on flattened pixels), and frozen EfficientNet-Lite0 features
 (:mod:`helpers.models.pretrained`). :func:`train_classifier` also measures how far apart the generators are,
 as the paper's generator classifier does. :func:`gaussian_blur` and :func:`jpeg` are the query attacks of its
 robustness study.
+
+The notebook's presets are :data:`SPEC`; its cached steps are the ``study_*`` functions.
 """
 
 from __future__ import annotations
 
 import io
 import math
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,16 +31,51 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from helpers.cache import load_or_train, state_fingerprint
+from helpers.cache import Checkpoint, cached_step
+from helpers.config import NotebookSpec, Param
 from helpers.data.images import photo_crops
 from helpers.models import img2img
 from helpers.models.img2img import Img2ImgGenerator, encode
+from helpers.models.pixel_cnn import PixelEmbedder
 from helpers.origin import LinearMap, MLPMap, train_map
 from helpers.retrieval import evaluate
-from helpers.runtime import seeded, torch_generator
+from helpers.runtime import torch_generator
 from helpers.training import fit
 
 _SPLIT_STREAM = 20_250_102  # the numpy stream of the origin crops
+
+SPEC = NotebookSpec(
+    params={
+        "VAE_PATH": Param(str, existing_path=True),
+        "VAE_STEPS": Param(int, minimum=1, optional=True),
+        "GENERATOR_STEPS": Param(int, minimum=1, optional=True),
+        "MAP_STEPS": Param(int, minimum=1, optional=True),
+        "IMAGE_SIZE": Param(int, minimum=8, optional=True),
+    },
+    presets={
+        # CPU minutes: 32 px origins, a 4×8×8-latent VAE and denoisers trained for a few hundred steps.
+        "small": {
+            "image_size": 32, "num_train": 1000, "num_test": 500, "num_distractors": 4500,
+            "translations_per_origin": 2,
+            "classifier_origins": 300, "vae_channels": (16, 16, 16), "vae_steps": 500, "vae_lr": 2e-3,
+            "generator_steps": 120, "generator_lr": 1e-3, "map_dim": 256, "map_steps": 400, "map_lr": 3e-3,
+            "cnn_steps": 400, "classifier_steps": 600, "pretrained_size": 48,
+            "ranks": (128, 32, 8, 4), "mlp_layers": (2, 3, 4),
+            "blur_sigmas": (0.5, 1.0, 1.5), "jpeg_qualities": (90, 70, 50, 30),
+        },
+        # GPU: 64 px origins (a 4×16×16-latent VAE, n = 1024; IMAGE_SIZE=256 with SD's VAE at VAE_PATH gives
+        # SD2's 4×32×32), ten times the origins and references, longer schedules.
+        "full": {
+            "image_size": 64, "num_train": 20_000, "num_test": 5000, "num_distractors": 95_000,
+            "translations_per_origin": 4,
+            "classifier_origins": 3000, "vae_channels": (32, 64, 64), "vae_steps": 20_000, "vae_lr": 1e-3,
+            "generator_steps": 20_000, "generator_lr": 1e-3, "map_dim": 256, "map_steps": 20_000, "map_lr": 1e-3,
+            "cnn_steps": 20_000, "classifier_steps": 5000, "pretrained_size": 224,
+            "ranks": (128, 64, 32, 16, 8, 4), "mlp_layers": (2, 3, 4),
+            "blur_sigmas": (0.5, 1.0, 1.5), "jpeg_qualities": (90, 70, 50, 30),
+        },
+    },
+)
 
 
 @dataclass(frozen=True)
@@ -88,31 +124,6 @@ def translate_batched(generator: Img2ImgGenerator, images: torch.Tensor, seed: i
 def vae_embeddings(vae, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """Flattened posterior means ``E(x)`` ``(N, n)`` of ``images`` ``(N, 3, S, S)``, computed in batches."""
     return torch.cat([encode(vae, chunk).cpu() for chunk in images.split(batch_size)])
-
-
-class PixelEmbedder(nn.Module):
-    """A small CNN on flattened pixels: ``(B, 3·S·S) → (B, out_dim)``.
-
-    Three stride-2 3×3 convolutions (32, 64, 128 channels, ReLU), global average pooling, a linear layer. It
-    takes flattened rows so that :func:`helpers.origin.train_map` and :func:`helpers.origin.extract` (which
-    work on ``(N, n)`` matrices) train and apply it like the linear map.
-    """
-
-    def __init__(self, out_dim: int, image_size: int, seed: int = 0):
-        super().__init__()
-        if out_dim < 1 or image_size < 8:
-            raise ValueError(f"out_dim must be >= 1 and image_size >= 8, got {out_dim}, {image_size}")
-        self.image_size = image_size
-        with seeded(seed):
-            self.net = nn.Sequential(
-                nn.Conv2d(3, 32, 3, stride=2, padding=1), nn.ReLU(),
-                nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
-                nn.Conv2d(64, 128, 3, stride=2, padding=1), nn.ReLU(),
-                nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, out_dim),
-            )
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.net(pixels.view(len(pixels), 3, self.image_size, self.image_size))
 
 
 def train_classifier(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, steps: int, seed: int,
@@ -204,7 +215,7 @@ def jpeg(images: torch.Tensor, quality: int) -> torch.Tensor:
 
 
 def flatten_pixels(images: torch.Tensor) -> torch.Tensor:
-    """``(N, 3, S, S)`` → ``(N, 3·S·S)``, the rows :class:`PixelEmbedder` reads."""
+    """``(N, 3, S, S)`` → ``(N, 3·S·S)``, the rows :class:`helpers.models.pixel_cnn.PixelEmbedder` reads."""
     return images.reshape(len(images), -1)
 
 
@@ -240,36 +251,33 @@ def study_vae(cfg, split: OriginSplit):
                          f"{factor} and the denoisers need latents of even side")
     if vae is not None:
         return vae.requires_grad_(False)
-    key = {"name": "oripid-vae", "seed": cfg.seed, "channels": cfg.vae_channels, "steps": cfg.vae_steps,
-           "lr": cfg.vae_lr, "origins": len(split.train), "image_size": cfg.image_size}
+    return cached_step("oripid-vae", _train_vae, resumable=True, device=cfg.device, images=split.train, seed=cfg.seed,
+                       num_steps=cfg.vae_steps, lr=cfg.vae_lr, block_out_channels=cfg.vae_channels)
 
-    def train(checkpoint):
-        return img2img.train_vae(split.train, seed=cfg.seed, num_steps=cfg.vae_steps, device=cfg.device,
-                                 checkpoint=checkpoint, lr=cfg.vae_lr, block_out_channels=cfg.vae_channels).cpu()
 
-    return load_or_train(key, train, resumable=True, modules=[sys.modules[__name__]])
+def _train_vae(*, images: torch.Tensor, seed: int, num_steps: int, lr: float, block_out_channels: Sequence[int],
+               device: str, checkpoint: Checkpoint | None = None):
+    """:func:`helpers.models.img2img.train_vae` on ``images``, returned on the CPU (the cached step of
+    :func:`study_vae`)."""
+    return img2img.train_vae(images, seed=seed, num_steps=num_steps, device=device, checkpoint=checkpoint, lr=lr,
+                             block_out_channels=block_out_channels).cpu()
 
 
 def study_generators(cfg, vae, split: OriginSplit,
                      specs: Sequence[img2img.GeneratorSpec] = img2img.GENERATOR_SPECS) -> dict[str, Img2ImgGenerator]:
     """Train (or load) one generator per spec on the training origins, all on ``vae``; keyed by spec name."""
-    generators = {}
-    for spec in specs:
-        key = {"name": f"oripid-generator-{spec.name}", "spec": spec.as_dict(), "seed": cfg.seed,
-               "steps": cfg.generator_steps, "lr": cfg.generator_lr, "vae": state_fingerprint(vae.state_dict()),
-               "origins": len(split.train), "image_size": cfg.image_size}
-
-        def train(checkpoint, spec=spec):
-            generator = img2img.train_generator(spec, vae, split.train, seed=cfg.seed, num_steps=cfg.generator_steps,
-                                                device=cfg.device, checkpoint=checkpoint, lr=cfg.generator_lr)
-            return _generator_to_cpu(generator)
-
-        generators[spec.name] = load_or_train(key, train, resumable=True, modules=[sys.modules[__name__]])
-    return generators
+    return {spec.name: cached_step(f"oripid-generator-{spec.name}", _train_generator, resumable=True,
+                                   device=cfg.device, spec=spec, vae=vae, images=split.train, seed=cfg.seed,
+                                   num_steps=cfg.generator_steps, lr=cfg.generator_lr)
+            for spec in specs}
 
 
-def _generator_to_cpu(generator: Img2ImgGenerator) -> Img2ImgGenerator:
-    """The generator with its VAE and denoiser moved to the CPU (what the cache stores)."""
+def _train_generator(*, spec: img2img.GeneratorSpec, vae, images: torch.Tensor, seed: int, num_steps: int,
+                     lr: float, device: str, checkpoint: Checkpoint | None = None) -> Img2ImgGenerator:
+    """:func:`helpers.models.img2img.train_generator`, with the generator's VAE and denoiser moved to the CPU (the
+    cached step of :func:`study_generators`)."""
+    generator = img2img.train_generator(spec, vae, images, seed=seed, num_steps=num_steps, device=device,
+                                        checkpoint=checkpoint, lr=lr)
     generator.vae.cpu()
     generator.denoiser.cpu()
     return generator
@@ -294,27 +302,27 @@ class Queries:
 
 def study_queries(cfg, generators: Mapping[str, Img2ImgGenerator], split: OriginSplit) -> Queries:
     """Translate the origins the study needs (cached): see :class:`Queries`. The first generator is the seen one."""
+    return cached_step("oripid-queries", _translate_queries, generators=generators, train=split.train,
+                       test=split.test, seed=cfg.seed, translations_per_origin=cfg.translations_per_origin,
+                       classifier_origins=cfg.classifier_origins)
+
+
+def _translate_queries(*, generators: Mapping[str, Img2ImgGenerator], train: torch.Tensor, test: torch.Tensor,
+                       seed: int, translations_per_origin: int, classifier_origins: int) -> Queries:
+    """The translations of :class:`Queries` (the cached step of :func:`study_queries`): ``translations_per_origin``
+    of each training origin by the first generator, one by the second, one of the first ``classifier_origins``
+    training origins by each other generator, and one of each test origin by every generator."""
     names = list(generators)
-    key = {"name": "oripid-queries", "seed": cfg.seed, "split": [len(split.train), len(split.test)],
-           "k": cfg.translations_per_origin, "classifier_origins": cfg.classifier_origins,
-           "generators": {n: [state_fingerprint(g.denoiser.state_dict()), state_fingerprint(g.vae.state_dict())]
-                          for n, g in generators.items()}}
-
-    def build():
-        train = {names[0]: [translate_batched(generators[names[0]], split.train, cfg.seed * 1000 + k,
-                                              desc=f"{names[0]} train #{k}")[0]
-                            for k in range(cfg.translations_per_origin)],
-                 names[1]: [translate_batched(generators[names[1]], split.train, cfg.seed * 1000,
-                                              desc=f"{names[1]} train")[0]]}
-        few = cfg.classifier_origins
-        classifier = {n: train[n][0][:few] if n in train else
-                      translate_batched(g, split.train[:few], cfg.seed * 1000, desc=f"{n} classifier")[0]
-                      for n, g in generators.items()}
-        test = {n: translate_batched(g, split.test, cfg.seed * 1000 + 999, desc=f"{n} test")[0]
-                for n, g in generators.items()}
-        return Queries(train, classifier, test)
-
-    return load_or_train(key, build, modules=[sys.modules[__name__]])
+    queries = {names[0]: [translate_batched(generators[names[0]], train, seed * 1000 + k,
+                                            desc=f"{names[0]} train #{k}")[0]
+                          for k in range(translations_per_origin)],
+               names[1]: [translate_batched(generators[names[1]], train, seed * 1000, desc=f"{names[1]} train")[0]]}
+    few = classifier_origins
+    classifier = {n: queries[n][0][:few] if n in queries else
+                  translate_batched(g, train[:few], seed * 1000, desc=f"{n} classifier")[0]
+                  for n, g in generators.items()}
+    tests = {n: translate_batched(g, test, seed * 1000 + 999, desc=f"{n} test")[0] for n, g in generators.items()}
+    return Queries(queries, classifier, tests)
 
 
 def study_map(cfg, tag: str, rows: torch.Tensor, labels: torch.Tensor, *, out_dim: int, layers: int = 1,
@@ -323,32 +331,34 @@ def study_map(cfg, tag: str, rows: torch.Tensor, labels: torch.Tensor, *, out_di
 
     Args:
         cfg: the notebook config (seed, ``map_steps``/``cnn_steps``, ``map_lr``).
-        tag: names the cache entry; it must change whenever ``rows`` do.
+        tag: names the cache entry and the progress bar.
         rows: ``(N, n)`` embeddings, or flattened pixels when ``pixels``.
         labels: ``(N,)`` origin ids.
         out_dim: ``m``.
         layers: 1 is :class:`helpers.origin.LinearMap`, more an :class:`helpers.origin.MLPMap`.
         loss: ``"cosface"`` or ``"softmax"``.
-        pixels: train a :class:`PixelEmbedder` (the similarity-based baseline) instead.
+        pixels: train a :class:`helpers.models.pixel_cnn.PixelEmbedder` (the similarity-based baseline) instead.
         init_seed: seeds the model's initialisation (default ``cfg.seed``); the training draws keep ``cfg.seed``.
     """
-    steps = cfg.cnn_steps if pixels else cfg.map_steps
-    init = cfg.seed if init_seed is None else init_seed
-    key = {"name": f"oripid-map-{tag}", "seed": cfg.seed, "init": init, "steps": steps, "lr": cfg.map_lr,
-           "m": out_dim, "layers": layers, "loss": loss, "pixels": pixels, "rows": list(rows.shape),
-           "data": state_fingerprint({"rows": rows, "labels": labels})}
-
-    def train(checkpoint):
-        if pixels:
-            model = PixelEmbedder(out_dim, cfg.image_size, seed=init)
-        elif layers == 1:
-            model = LinearMap(rows.shape[1], out_dim, seed=init)
-        else:
-            model = MLPMap(rows.shape[1], out_dim, layers=layers, seed=init)
-        start = time.perf_counter()
-        train_map(model.to(cfg.device), rows, labels, int(labels.max()) + 1, steps, cfg.seed, lr=cfg.map_lr,
-                  batch_size=min(256, len(rows)), loss=loss, checkpoint=checkpoint, desc=tag)
-        return {"model": model.cpu().eval(), "seconds": time.perf_counter() - start}
-
-    entry = load_or_train(key, train, resumable=True, modules=[sys.modules[__name__]])
+    entry = cached_step(f"oripid-map-{tag}", _train_map, resumable=True, device=cfg.device, rows=rows,
+                        labels=labels, out_dim=out_dim, layers=layers, loss=loss, pixels=pixels,
+                        image_size=cfg.image_size, init_seed=cfg.seed if init_seed is None else init_seed,
+                        steps=cfg.cnn_steps if pixels else cfg.map_steps, seed=cfg.seed, lr=cfg.map_lr, desc=tag)
     return entry["model"], entry["seconds"]
+
+
+def _train_map(*, rows: torch.Tensor, labels: torch.Tensor, out_dim: int, layers: int, loss: str, pixels: bool,
+               image_size: int, init_seed: int, steps: int, seed: int, lr: float, desc: str, device: str,
+               checkpoint: Checkpoint | None = None) -> dict:
+    """The cached step of :func:`study_map`: ``{"model": the trained map (CPU, eval mode), "seconds": its training
+    time}``; ``image_size`` is read only by the pixel CNN."""
+    if pixels:
+        model = PixelEmbedder(out_dim, image_size, seed=init_seed)
+    elif layers == 1:
+        model = LinearMap(rows.shape[1], out_dim, seed=init_seed)
+    else:
+        model = MLPMap(rows.shape[1], out_dim, layers=layers, seed=init_seed)
+    start = time.perf_counter()
+    train_map(model.to(device), rows, labels, int(labels.max()) + 1, steps, seed, lr=lr,
+              batch_size=min(256, len(rows)), loss=loss, checkpoint=checkpoint, desc=desc)
+    return {"model": model.cpu().eval(), "seconds": time.perf_counter() - start}

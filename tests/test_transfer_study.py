@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import metrics, transfer
+from helpers import metrics
+from helpers import transfer_study as transfer
 from helpers.data import dsprites
 from helpers.data.factors import FactorGrid
 from helpers.runtime import torch_generator
@@ -161,6 +162,16 @@ def test_untrained_control_is_the_model_training_starts_from(tmp_path, monkeypat
     again, other = (transfer.untrained_vae(dataset, settings, seed) for seed in (3, 4))
     assert all(torch.equal(control["state"][k], again["state"][k]) for k in control["state"])
     assert any(not torch.equal(control["state"][k], other["state"][k]) for k in control["state"])
+
+
+def test_recipe_rebuilds_the_dataset():
+    for name in transfer.DATASET_NAMES:
+        dataset = transfer.make_dataset(name, 16, KEEP)
+        again = transfer.make_dataset(**dataset.recipe)
+        assert again.identity == dataset.identity
+        factors = dataset.grid.sample(4, np.random.default_rng(0))
+        np.testing.assert_array_equal(dataset.render(factors, np.random.default_rng(1)),
+                                      again.render(factors, np.random.default_rng(1)))
 
 
 def test_cache_key_tells_datasets_apart(tmp_path, monkeypatch):

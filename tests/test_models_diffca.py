@@ -1,12 +1,11 @@
-"""Tests for helpers.diffca: Diff-CA's stage 1 at CPU scale (token encoder, generator, decoding, PSNR)."""
+"""Tests for helpers.models.diffca: Diff-CA's stage 1 at CPU scale (token encoder, generator, decoding, PSNR)."""
 
 import math
 
 import pytest
 import torch
 
-from helpers import diffca
-from helpers.models import vit
+from helpers.models import diffca, vit
 from helpers.runtime import torch_generator
 
 

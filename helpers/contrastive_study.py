@@ -11,12 +11,13 @@ code (the factors both sets share). :func:`method_encoders` builds one such map 
 
 :func:`code_scores` scores both codes with linear probes fitted on the training images and evaluated on the
 test images; :func:`swap_scores` decodes "common of A + salient of B" and reads the factors of the result with a
-:class:`helpers.diffca.FactorProbe` trained on real images.
+:class:`helpers.models.diffca.FactorProbe` trained on real images.
+
+The notebook's presets are :data:`SPEC`; its cached steps are the ``study_*`` functions.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,16 +32,67 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from helpers import contrastive as ca
-from helpers import diffca
-from helpers.cache import load_or_train, state_fingerprint
+from helpers.cache import Checkpoint, cached_step
+from helpers.config import NotebookSpec, Param
 from helpers.data import digits_on_textures, faces
 from helpers.data.factors import FactorGrid
 from helpers.metrics.omes import omes, sample_omes_pairs
 from helpers.metrics.peers import mig
-from helpers.models import cvae, pretrained, separator, vit
+from helpers.models import cvae, diffca, pretrained, separator, vit
 
 METHODS = ("diffca", "cpca", "splitter", "cvae")
 FACTOR_NAMES = faces.COMMON.names + faces.SALIENT.names
+
+SPEC = NotebookSpec(
+    params={
+        "STAGE1_STEPS": Param(int, minimum=1, optional=True),
+        "SEPARATOR_STEPS": Param(int, minimum=1, optional=True),
+        "PATCH_ENCODER_PATH": Param(str, existing_path=True),
+    },
+    presets={
+        # CPU minutes: 16 px faces, a small frozen autoencoder's 32 × 4 × 4 latents, a two-level UNet, 8 tokens
+        # of width 32, a few thousand steps at most.
+        "small": {
+            "image_size": 16, "n_background": 2000, "n_target": 2000, "n_test": 500,
+            "codec_steps": 600, "codec_batch": 64, "codec_lr": 2e-3, "codec_channels": 32,
+            "stage1_steps": 1500, "stage1_batch": 128, "stage1_lr": 3e-3, "unet_channels": (32, 64),
+            "token_dim": 32, "num_tokens": 8, "sample_steps": 8, "steps_grid": (1, 2, 4, 8, 16),
+            "patch_encoder_size": 112, "query_depth": 1,
+            "separator_depth": 2, "separator_heads": 4, "separator_hidden": 128,
+            "separator_steps": 1500, "separator_batch": 128, "separator_lr": 1e-3, "lambda_rate": 0.99,
+            "target_accuracy": 0.8, "ema_decay": 0.99,
+            "splitter_steps": 1000, "splitter_batch": 128, "splitter_lr": 1e-3,
+            "cvae_steps": 1000, "cvae_batch": 64, "cvae_lr": 1e-3, "cvae_common_dim": 8, "cvae_salient_dim": 4,
+            "cvae_weight_background": 1e3, "cvae_weight_salient": 1e2,
+            "cpca_alpha": 1.0, "cpca_components": 4,
+            "probe_steps": 500, "probe_batch": 128, "probe_lr": 2e-3, "swap_pairs": 500, "omes_pairs": 200,
+            "feature_images": 200,
+            "toy_n": 1000, "toy_dim": 8, "toy_salient_dim": 2, "toy_common_dim": 4,
+            "digits_n": 1500, "digits_size": 16,
+        },
+        # GPU: 64 px faces (16 × 16 latents), a wider three-level UNet, 16 tokens of width 64, tens of thousands
+        # of steps.
+        "full": {
+            "image_size": 64, "n_background": 20_000, "n_target": 20_000, "n_test": 2000,
+            "codec_steps": 5000, "codec_batch": 128, "codec_lr": 1e-3, "codec_channels": 32,
+            "stage1_steps": 30_000, "stage1_batch": 128, "stage1_lr": 3e-4, "unet_channels": (64, 128, 128),
+            "token_dim": 64, "num_tokens": 16, "sample_steps": 20, "steps_grid": (1, 2, 4, 8, 20, 50),
+            # the paper's cross-query depth (4) and separator (5 layers, FFN 512; 8 heads divide our width 64)
+            "patch_encoder_size": 224, "query_depth": 4,
+            "separator_depth": 5, "separator_heads": 8, "separator_hidden": 512,
+            "separator_steps": 20_000, "separator_batch": 1024, "separator_lr": 1e-4, "lambda_rate": 0.999,
+            "target_accuracy": 0.8, "ema_decay": 0.999,
+            "splitter_steps": 10_000, "splitter_batch": 256, "splitter_lr": 1e-3,
+            "cvae_steps": 20_000, "cvae_batch": 128, "cvae_lr": 1e-3, "cvae_common_dim": 16, "cvae_salient_dim": 6,
+            "cvae_weight_background": 1e4, "cvae_weight_salient": 1e3,
+            "cpca_alpha": 1.0, "cpca_components": 6,
+            "probe_steps": 3000, "probe_batch": 256, "probe_lr": 1e-3, "swap_pairs": 2000, "omes_pairs": 1000,
+            "feature_images": 2000,
+            "toy_n": 10_000, "toy_dim": 16, "toy_salient_dim": 4, "toy_common_dim": 8,
+            "digits_n": 5000, "digits_size": 32,
+        },
+    },
+)
 
 
 @dataclass(frozen=True)
@@ -61,7 +113,7 @@ class FacesSplit:
 
     @property
     def probe_labels(self) -> dict[str, torch.Tensor]:
-        """``{factor: (n,) class}`` for :class:`helpers.diffca.FactorProbe`; salient classes shifted by one so
+        """``{factor: (n,) class}`` for :class:`helpers.models.diffca.FactorProbe`; salient classes shifted by one so
         that 0 means "no glasses"."""
         labels = {name: torch.from_numpy(self.common[:, j]) for j, name in enumerate(faces.COMMON.names)}
         labels.update({name: torch.from_numpy(self.salient[:, j] + 1) for j, name in enumerate(faces.SALIENT.names)})
@@ -110,12 +162,8 @@ def identifiability_table(n: int, *, dim: int, salient_dim: int, common_dim: int
 
 
 # --------------------------------------------------------------------------------------------------------
-# Training, cached (each key names the data by its fingerprint)
+# Training, cached
 # --------------------------------------------------------------------------------------------------------
-
-
-def _fingerprint(**tensors: torch.Tensor) -> str:
-    return state_fingerprint(tensors)
 
 
 def study_stage1(cfg, train: FacesSplit) -> tuple[diffca.Stage1, dict[str, list[float]]]:
@@ -124,53 +172,53 @@ def study_stage1(cfg, train: FacesSplit) -> tuple[diffca.Stage1, dict[str, list[
     encoder and the flow-matching UNet in its latent space. With ``cfg.patch_encoder_path`` the tokens read the
     patch features of that local DINOv3 / DINOv2 / DINO checkpoint at ``cfg.patch_encoder_size`` px instead.
     ``history`` holds the codec's ``codec_loss`` and the generator's ``loss`` per step."""
-    images = _fingerprint(images=train.images)
-    codec_key = {"name": "diffca-codec", "seed": cfg.seed, "steps": cfg.codec_steps, "batch": cfg.codec_batch,
-                 "lr": cfg.codec_lr, "channels": cfg.codec_channels, "images": images}
-
-    def run_codec(checkpoint):
-        return diffca.train_codec(train.images, steps=cfg.codec_steps, batch_size=cfg.codec_batch, lr=cfg.codec_lr,
-                                  seed=cfg.seed, channels=cfg.codec_channels, checkpoint=checkpoint)
-
-    codec, codec_history = load_or_train(codec_key, run_codec, resumable=True, modules=[sys.modules[__name__]])
-    patches = None
-    if cfg.patch_encoder_path:
-        patches = vit.FrozenPatches(vit.load_vit(cfg.patch_encoder_path), cfg.patch_encoder_size)
-    key = {"name": "diffca-stage1", "seed": cfg.seed, "steps": cfg.stage1_steps, "batch": cfg.stage1_batch,
-           "lr": cfg.stage1_lr, "dim": cfg.token_dim, "tokens": cfg.num_tokens, "channels": cfg.unet_channels,
-           "query_depth": cfg.query_depth, "codec": state_fingerprint(codec.state_dict()), "images": images}
-    if patches is not None:  # a key without it stays the key of the default run
-        key["patch_encoder"] = {"weights": state_fingerprint(patches.state_dict()), "size": patches.size}
-
-    def run(checkpoint):
-        model, history = diffca.train_stage1(train.images, steps=cfg.stage1_steps, batch_size=cfg.stage1_batch,
-                                             lr=cfg.stage1_lr, seed=cfg.seed, dim=cfg.token_dim,
-                                             num_tokens=cfg.num_tokens, block_out_channels=cfg.unet_channels,
-                                             codec=codec, global_conditioning=True, patch_encoder=patches,
-                                             query_depth=cfg.query_depth, checkpoint=checkpoint, device=cfg.device)
-        return model.cpu(), history
-
-    model, history = load_or_train(key, run, resumable=True, modules=[sys.modules[__name__]])
+    codec, codec_history = cached_step("diffca-codec", diffca.train_codec, resumable=True, images=train.images,
+                                       steps=cfg.codec_steps, batch_size=cfg.codec_batch, lr=cfg.codec_lr,
+                                       seed=cfg.seed, channels=cfg.codec_channels)
+    patch_vit = vit.load_vit(cfg.patch_encoder_path) if cfg.patch_encoder_path else None
+    model, history = cached_step("diffca-stage1", _train_stage1, resumable=True, device=cfg.device,
+                                 images=train.images, codec=codec, patch_vit=patch_vit,
+                                 patch_size=cfg.patch_encoder_size if patch_vit is not None else None,
+                                 steps=cfg.stage1_steps, batch_size=cfg.stage1_batch, lr=cfg.stage1_lr, seed=cfg.seed,
+                                 dim=cfg.token_dim, num_tokens=cfg.num_tokens, block_out_channels=cfg.unet_channels,
+                                 query_depth=cfg.query_depth)
     return model, {"codec_loss": codec_history["loss"], **history}
+
+
+def _train_stage1(*, images: torch.Tensor, codec: diffca.LatentCodec, patch_vit: vit.VisionTransformer | None,
+                  patch_size: int | None, steps: int, batch_size: int, lr: float, seed: int, dim: int, num_tokens: int,
+                  block_out_channels: tuple[int, ...], query_depth: int, device: str,
+                  checkpoint: Checkpoint | None = None) -> tuple[diffca.Stage1, dict[str, list[float]]]:
+    """The cached step of :func:`study_stage1`: :func:`helpers.models.diffca.train_stage1` with global conditioning,
+    in ``codec``'s latent space, the tokens reading ``patch_vit``'s patches at ``patch_size`` px when given (else
+    the codec's encoder features); the model returned on the CPU."""
+    patches = vit.FrozenPatches(patch_vit, patch_size) if patch_vit is not None else None
+    model, history = diffca.train_stage1(images, steps=steps, batch_size=batch_size, lr=lr, seed=seed, dim=dim,
+                                         num_tokens=num_tokens, block_out_channels=block_out_channels, codec=codec,
+                                         global_conditioning=True, patch_encoder=patches, query_depth=query_depth,
+                                         checkpoint=checkpoint, device=device)
+    return model.cpu(), history
 
 
 def study_separator(cfg, tokens: torch.Tensor, y: torch.Tensor) -> tuple[separator.Separator, dict]:
     """Diff-CA's stage-2 separator on the training tokens ``(N, K, d)`` (cached, resumable)."""
-    key = {"name": "diffca-separator", "seed": cfg.seed, "steps": cfg.separator_steps,
-           "batch": cfg.separator_batch, "lr": cfg.separator_lr, "rate": cfg.lambda_rate,
-           "target": cfg.target_accuracy, "ema": cfg.ema_decay,
-           "shape": (cfg.separator_depth, cfg.separator_heads, cfg.separator_hidden),
-           "tokens": _fingerprint(tokens=tokens, y=y)}
+    return cached_step("diffca-separator", _train_separator, resumable=True, device=cfg.device, tokens=tokens, y=y,
+                       steps=cfg.separator_steps, batch_size=cfg.separator_batch, lr=cfg.separator_lr, seed=cfg.seed,
+                       depth=cfg.separator_depth, heads=cfg.separator_heads, hidden=cfg.separator_hidden,
+                       lambda_rate=cfg.lambda_rate, target_accuracy=cfg.target_accuracy, ema_decay=cfg.ema_decay)
 
-    def run(checkpoint):
-        model, history = separator.train_separator(
-            tokens, y, steps=cfg.separator_steps, batch_size=cfg.separator_batch, lr=cfg.separator_lr,
-            seed=cfg.seed, depth=cfg.separator_depth, heads=cfg.separator_heads, hidden=cfg.separator_hidden,
-            lambda_rate=cfg.lambda_rate, target_accuracy=cfg.target_accuracy, ema_decay=cfg.ema_decay,
-            checkpoint=checkpoint, device=cfg.device)
-        return model.cpu(), history
 
-    return load_or_train(key, run, resumable=True, modules=[sys.modules[__name__]])
+def _train_separator(*, tokens: torch.Tensor, y: torch.Tensor, steps: int, batch_size: int, lr: float, seed: int,
+                     depth: int, heads: int, hidden: int, lambda_rate: float, target_accuracy: float,
+                     ema_decay: float, device: str,
+                     checkpoint: Checkpoint | None = None) -> tuple[separator.Separator, dict]:
+    """:func:`helpers.models.separator.train_separator`, the model returned on the CPU (the cached step of
+    :func:`study_separator`)."""
+    model, history = separator.train_separator(
+        tokens, y, steps=steps, batch_size=batch_size, lr=lr, seed=seed, depth=depth, heads=heads, hidden=hidden,
+        lambda_rate=lambda_rate, target_accuracy=target_accuracy, ema_decay=ema_decay, checkpoint=checkpoint,
+        device=device)
+    return model.cpu(), history
 
 
 def study_splitter(cfg, tokens: torch.Tensor, y: torch.Tensor) -> tuple[ca.LatentSplitter, dict]:
@@ -178,49 +226,52 @@ def study_splitter(cfg, tokens: torch.Tensor, y: torch.Tensor) -> tuple[ca.Laten
     from the median heuristic on these tokens (their σ = 1 makes the MMD term vanish at our tokens' scale).
     ``history`` holds the per-step logs and ``mmd_sigma``."""
     flat = tokens.flatten(1)
-    sigma = ca.median_bandwidth(flat, seed=cfg.seed)
-    key = {"name": "ca-splitter", "seed": cfg.seed, "steps": cfg.splitter_steps, "batch": cfg.splitter_batch,
-           "lr": cfg.splitter_lr, "sigma": sigma, "tokens": _fingerprint(tokens=flat, y=y)}
+    return cached_step("ca-splitter", _train_splitter, resumable=True, tokens=flat, y=y, steps=cfg.splitter_steps,
+                       batch_size=cfg.splitter_batch, lr=cfg.splitter_lr, seed=cfg.seed,
+                       sigma=ca.median_bandwidth(flat, seed=cfg.seed))
 
-    def run(checkpoint):
-        model, history = ca.train_splitter(flat, y, steps=cfg.splitter_steps, batch_size=cfg.splitter_batch,
-                                           lr=cfg.splitter_lr, seed=cfg.seed, sigma=sigma, checkpoint=checkpoint)
-        return model, {**history, "mmd_sigma": sigma}
 
-    return load_or_train(key, run, resumable=True, modules=[sys.modules[__name__]])
+def _train_splitter(*, tokens: torch.Tensor, y: torch.Tensor, steps: int, batch_size: int, lr: float, seed: int,
+                    sigma: float, checkpoint: Checkpoint | None = None) -> tuple[ca.LatentSplitter, dict]:
+    """:func:`helpers.contrastive.train_splitter` on flattened tokens, ``sigma`` added to the history (the cached
+    step of :func:`study_splitter`)."""
+    model, history = ca.train_splitter(tokens, y, steps=steps, batch_size=batch_size, lr=lr, seed=seed, sigma=sigma,
+                                       checkpoint=checkpoint)
+    return model, {**history, "mmd_sigma": sigma}
 
 
 def study_cvae(cfg, train: FacesSplit) -> tuple[cvae.ContrastiveVAE, dict]:
     """The MM-cVAE-style contrastive VAE on the training images (cached, resumable)."""
-    key = {"name": "ca-cvae", "seed": cfg.seed, "steps": cfg.cvae_steps, "batch": cfg.cvae_batch,
-           "lr": cfg.cvae_lr, "dims": (cfg.cvae_common_dim, cfg.cvae_salient_dim),
-           "weights": (cfg.cvae_weight_background, cfg.cvae_weight_salient),
-           "images": _fingerprint(images=train.images, y=train.y)}
+    return cached_step("ca-cvae", _train_cvae, resumable=True, device=cfg.device, images=train.images, y=train.y,
+                       steps=cfg.cvae_steps, batch_size=cfg.cvae_batch, lr=cfg.cvae_lr, seed=cfg.seed,
+                       common_dim=cfg.cvae_common_dim, salient_dim=cfg.cvae_salient_dim,
+                       weight_background=cfg.cvae_weight_background, weight_salient=cfg.cvae_weight_salient)
 
-    def run(checkpoint):
-        model, history = cvae.train_cvae(
-            train.images, train.y, steps=cfg.cvae_steps, batch_size=cfg.cvae_batch, lr=cfg.cvae_lr, seed=cfg.seed,
-            common_dim=cfg.cvae_common_dim, salient_dim=cfg.cvae_salient_dim,
-            weight_background=cfg.cvae_weight_background, weight_salient=cfg.cvae_weight_salient,
-            checkpoint=checkpoint, device=cfg.device)
-        return model.cpu(), history
 
-    return load_or_train(key, run, resumable=True, modules=[sys.modules[__name__]])
+def _train_cvae(*, images: torch.Tensor, y: torch.Tensor, steps: int, batch_size: int, lr: float, seed: int,
+                common_dim: int, salient_dim: int, weight_background: float, weight_salient: float, device: str,
+                checkpoint: Checkpoint | None = None) -> tuple[cvae.ContrastiveVAE, dict]:
+    """:func:`helpers.models.cvae.train_cvae`, the model returned on the CPU (the cached step of :func:`study_cvae`)."""
+    model, history = cvae.train_cvae(
+        images, y, steps=steps, batch_size=batch_size, lr=lr, seed=seed, common_dim=common_dim,
+        salient_dim=salient_dim, weight_background=weight_background, weight_salient=weight_salient,
+        checkpoint=checkpoint, device=device)
+    return model.cpu(), history
 
 
 def study_probe(cfg, train: FacesSplit) -> diffca.FactorProbe:
     """The factor probe, trained on the real training images and all their factors (cached, resumable)."""
-    key = {"name": "faces-probe", "seed": cfg.seed, "steps": cfg.probe_steps, "batch": cfg.probe_batch,
-           "lr": cfg.probe_lr, "images": _fingerprint(images=train.images)}
+    return cached_step("faces-probe", _train_probe, resumable=True, images=train.images, labels=train.probe_labels,
+                       classes=train.probe_classes, steps=cfg.probe_steps, batch_size=cfg.probe_batch,
+                       lr=cfg.probe_lr, seed=cfg.seed)
 
-    def run(checkpoint):
-        model, _ = diffca.train_factor_probe(train.images, train.probe_labels, train.probe_classes,
-                                             steps=cfg.probe_steps,
-                                             batch_size=cfg.probe_batch, lr=cfg.probe_lr, seed=cfg.seed,
-                                             checkpoint=checkpoint)
-        return model
 
-    return load_or_train(key, run, resumable=True, modules=[sys.modules[__name__]])
+def _train_probe(*, images: torch.Tensor, labels: dict[str, torch.Tensor], classes: dict[str, int], steps: int,
+                 batch_size: int, lr: float, seed: int, checkpoint: Checkpoint | None = None) -> diffca.FactorProbe:
+    """:func:`helpers.models.diffca.train_factor_probe` without its history (the cached step of :func:`study_probe`)."""
+    model, _ = diffca.train_factor_probe(images, labels, classes, steps=steps, batch_size=batch_size, lr=lr,
+                                         seed=seed, checkpoint=checkpoint)
+    return model
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -4,13 +4,14 @@ Pieces: the source and target datasets as factor grids with a renderer; codes wi
 checking metrics; training a VAE (β-VAE, group VAE with label or adaptive aggregation) on a dataset and
 fine-tuning a copy on a target; and the evaluation the paper reports: OMES, the peer metrics and factor
 classification from the representation, on all dimensions or only on those OMES associates to a factor.
+
+The notebook's presets are :data:`SPEC`; its cached step is :func:`train_vae`.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.neural_network import MLPClassifier
 
 from helpers import metrics
-from helpers.cache import load_or_train, state_fingerprint
+from helpers.cache import Checkpoint, cached_step
+from helpers.config import NotebookSpec, Param
 from helpers.data import dsprites, realistic, shapes3d
 from helpers.data.factors import FactorGrid, coarsen
 from helpers.data.loaders import load_dsprites_npz
@@ -34,6 +36,34 @@ KNOWN_ANSWERS = ("exact", "oracle", "rotated", "duplicated", "mixed", "noise")
 METHODS = ("beta_vae", "gvae_label", "ada_gvae")
 CLASSIFIERS = ("gbt", "mlp")
 
+SPEC = NotebookSpec(
+    params={
+        "DSPRITES_NPZ": Param(str, existing_path=True),
+        "SOURCE_STEPS": Param(int, minimum=1, optional=True),
+        "FINETUNE_STEPS": Param(int, minimum=1, optional=True),
+        "BETA": Param(float, minimum=0.0, optional=True),
+    },
+    presets={
+        # CPU minutes: 32 px, thinner encoder, coarser factor grid, short schedules at a higher learning rate.
+        "small": {
+            "image_size": 32, "widths": (16, 32, 64), "keep": {"orientation": 10, "pos_x": 8, "pos_y": 8},
+            "source_steps": 700, "finetune_steps": 200, "lr": 3e-3, "batch_size": 64, "beta": 1.0,
+            "omes_pairs": 1000, "peer_points": 200, "peer_batch": 16, "dci_points": 200,
+            "classifier_points": 1000, "transfer_peers": ("BetaVAE", "FactorVAE", "MIG", "SAP", "Modularity"),
+        },
+        # The official configs where feasible: 64 px, the official encoder, the full grid, Adam 1e-4 at a constant
+        # rate (the configs name ReduceLROnPlateau, but the code never builds it), 400k source steps, β = 1
+        # (BETA=2 for the configs' other β).
+        "full": {
+            "image_size": 64, "widths": (32, 64, 128), "keep": {},
+            "source_steps": 400_000, "finetune_steps": 50_000, "lr": 1e-4, "batch_size": 64, "beta": 1.0,
+            "omes_pairs": 20_000, "peer_points": 10_000, "peer_batch": 64, "dci_points": 10_000,
+            "classifier_points": 15_000,
+            "transfer_peers": ("BetaVAE", "FactorVAE", "MIG", "DCI", "SAP", "Modularity"),
+        },
+    },
+)
+
 
 @dataclass(frozen=True)
 class FactorDataset:
@@ -47,6 +77,8 @@ class FactorDataset:
         image_size: S.
         family: ``"dsprites"`` for dSprites and the sets that reuse its factors, ``"shapes3d"`` otherwise.
         identity: everything the images depend on (name, size, grid, strides, real data file), for cache keys.
+        recipe: the arguments of :func:`make_dataset` that rebuild it (a cached step takes these, not the dataset,
+            whose renderer has no fingerprint).
     """
 
     name: str
@@ -55,6 +87,7 @@ class FactorDataset:
     image_size: int
     family: str
     identity: dict
+    recipe: dict
 
     def shared_factors(self, other: FactorDataset) -> list[int]:
         """Indices of this dataset's factors that ``other`` has too (same family and name)."""
@@ -97,7 +130,8 @@ def make_dataset(name: str, image_size: int, keep: dict[str, int] | None = None,
     identity = {"name": name, "image_size": image_size, "sizes": grid.sizes, "strides": strides.tolist(),
                 "real_data": _file_identity(dsprites_npz) if name == "dsprites" and dsprites_npz else None}
     return FactorDataset(name=name, grid=grid, render=render, image_size=image_size, family=family,
-                         identity=identity)
+                         identity=identity,
+                         recipe={"name": name, "image_size": image_size, "keep": keep, "dsprites_npz": dsprites_npz})
 
 
 def _file_identity(path: str) -> dict:
@@ -271,22 +305,29 @@ def train_vae(dataset: FactorDataset, method: str, settings: TrainSettings, seed
     Returns:
         ``{"state": state dict (CPU), "history": {log: [value per step]}, "image_size": S}``.
     """
-    key = {"name": f"vae-{dataset.name}-{method}{'-' + tag if tag else ''}", "settings": asdict(settings),
-           "seed": seed, "dataset": dataset.identity, "init": _fingerprint(init)}
+    name = f"vae-{dataset.name}-{method}{'-' + tag if tag else ''}"
+    return cached_step(name, _train_vae, resumable=True, device=device, recipe=dataset.recipe,
+                       identity=dataset.identity, method=method, settings=settings, seed=seed,
+                       init_state=None if init is None else init["state"], desc=name)
 
-    def train(checkpoint):
-        model = initial_vae(dataset, settings, seed)
-        if init is not None:
-            model.load_state_dict(init["state"])
-        model.to(device, memory_format=torch.channels_last)
-        optimizer = adam(model.parameters(), settings.lr)
-        loss_fn, make_batch = vae_loss_and_batches(dataset, method, settings, device)
-        history = fit(model, optimizer, loss_fn, make_batch, settings.steps, seed=seed, checkpoint=checkpoint,
-                      checkpoint_every=settings.checkpoint_every, grad_clip=1.0, desc=key["name"])
-        state = {name: value.cpu() for name, value in model.state_dict().items()}
-        return {"state": state, "history": history, "image_size": dataset.image_size}
 
-    return load_or_train(key, train, resumable=True, modules=[sys.modules[__name__]])
+def _train_vae(*, recipe: dict, identity: dict, method: str, settings: TrainSettings, seed: int,
+               init_state: dict | None, desc: str, device: str, checkpoint: Checkpoint | None = None) -> dict:
+    """The cached step of :func:`train_vae`, on the dataset :func:`make_dataset` rebuilds from ``recipe``;
+    ``identity`` (which adds the real data file's size and time) must still be the rebuilt dataset's."""
+    dataset = make_dataset(**recipe)
+    if dataset.identity != identity:
+        raise ValueError(f"the data changed since the cache key was made: {identity} is now {dataset.identity}")
+    model = initial_vae(dataset, settings, seed)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    model.to(device, memory_format=torch.channels_last)
+    optimizer = adam(model.parameters(), settings.lr)
+    loss_fn, make_batch = vae_loss_and_batches(dataset, method, settings, device)
+    history = fit(model, optimizer, loss_fn, make_batch, settings.steps, seed=seed, checkpoint=checkpoint,
+                  checkpoint_every=settings.checkpoint_every, grad_clip=1.0, desc=desc)
+    state = {name: value.cpu() for name, value in model.state_dict().items()}
+    return {"state": state, "history": history, "image_size": dataset.image_size}
 
 
 def load_vae(entry: dict, settings: TrainSettings, device: str) -> VAE:
@@ -294,11 +335,6 @@ def load_vae(entry: dict, settings: TrainSettings, device: str) -> VAE:
     model = build_vae(settings, entry["image_size"])
     model.load_state_dict(entry["state"])
     return model.to(device).eval()
-
-
-def _fingerprint(entry: dict | None) -> str | None:
-    """The weights of a trained entry: the cache key of a fine-tune names the model it started from."""
-    return None if entry is None else state_fingerprint(entry["state"])
 
 
 # ----------------------------------------------------------------------------------------------------

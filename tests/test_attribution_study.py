@@ -1,4 +1,4 @@
-"""Tests for notebook 01's benchmark builder (helpers.attribution_bench) and backbone steps (helpers.backbones)."""
+"""Tests for helpers.attribution_study: notebook 01's benchmark builder and backbone steps."""
 
 from types import SimpleNamespace
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import backbones as bb
-from helpers.attribution_bench import AttributionBenchmark, make_benchmark
+from helpers import attribution_study as ats
+from helpers.attribution_study import AttributionBenchmark, make_benchmark
 from helpers.models import img2img, vit
 
 SIZES = {"train_concepts": 4, "extra_real": 2, "test_concepts": 3, "distractors": 8, "views": 2, "zoom": (0.85, 1.0)}
@@ -51,78 +51,78 @@ def test_make_benchmark_rejects_empty_parts(bench):
         make_benchmark(None, seed=0, image_size=32, **{**SIZES, "test_concepts": 0})
 
 
-def _toy_features(bench: AttributionBenchmark, exact: bool) -> bb.FeatureSet:
+def _toy_features(bench: AttributionBenchmark, exact: bool) -> ats.FeatureSet:
     """Gallery rows are one-hot by row; each query equals its exemplar's row (exact) or is random."""
     gallery = torch.eye(len(bench.gallery))
     generator = torch.Generator().manual_seed(0)
     queries = gallery[bench.query_concept] if exact else torch.randn(len(bench.queries), len(gallery),
                                                                     generator=generator)
     train = torch.randn(20, len(gallery), generator=generator)
-    return bb.FeatureSet(train, train + 1.0, queries, gallery)
+    return ats.FeatureSet(train, train + 1.0, queries, gallery)
 
 
 def test_retrieval_scores_known_answers(bench):
     perfect = _toy_features(bench, exact=True)
-    scores = bb.retrieval_scores(bench, perfect.queries, perfect.gallery)
+    scores = ats.retrieval_scores(bench, perfect.queries, perfect.gallery)
     assert scores["mAP"] == pytest.approx(1.0) and scores["recall@5"] == pytest.approx(1.0)
     assert set(scores) == {"mAP", "acc@1", "recall@1", "recall@5", "recall@10"}
-    shuffled = bb.retrieval_scores(bench, perfect.queries, perfect.gallery.roll(1, dims=0))
+    shuffled = ats.retrieval_scores(bench, perfect.queries, perfect.gallery.roll(1, dims=0))
     assert shuffled["acc@1"] == 0.0  # every exemplar moved one row: the true row is now a distractor
     assert perfect.dim == len(bench.gallery)
 
 
 def test_baselines_return_scores_in_range(bench):
     features = _toy_features(bench, exact=False)
-    for scores in (bb.centred_scores(bench, features), bb.whitened_scores(bench, features),
-                   bb.fastica_scores(bench, features, seed=0)):
+    for scores in (ats.centred_scores(bench, features), ats.whitened_scores(bench, features),
+                   ats.fastica_scores(bench, features, seed=0)):
         assert 0.0 < scores["mAP"] <= 1.0
 
 
 def test_study_ssl_backbone_trains_once_then_loads(tmp_path, monkeypatch, bench):
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
-    encoder, history = bb.study_ssl_backbone(_cfg(), bench)
+    encoder, history = ats.study_ssl_backbone(_cfg(), bench)
     assert len(history["loss"]) == 2 and len(list(tmp_path.glob("*.pt"))) == 1
-    features = bb.ssl_features(encoder, bench)
+    features = ats.ssl_features(encoder, bench)
     assert features.queries.shape == (6, 4) and features.gallery.shape == (11, 4)
-    loaded, _ = bb.study_ssl_backbone(_cfg(), bench)
-    torch.testing.assert_close(bb.ssl_features(loaded, bench).gallery, features.gallery)
+    loaded, _ = ats.study_ssl_backbone(_cfg(), bench)
+    torch.testing.assert_close(ats.ssl_features(loaded, bench).gallery, features.gallery)
 
 
 def test_untrained_control_is_where_ssl_training_starts(tmp_path, monkeypatch, bench):
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
-    control = bb.untrained_ssl_encoder(_cfg())
+    control = ats.untrained_ssl_encoder(_cfg())
     assert not control.training
-    frozen, _ = bb.study_ssl_backbone(_cfg(ssl_lr=0.0), bench)  # Adam at lr 0 leaves every weight where it started
+    frozen, _ = ats.study_ssl_backbone(_cfg(ssl_lr=0.0), bench)  # Adam at lr 0 leaves every weight where it started
     convs = [name for name, _ in control.named_parameters() if name.endswith("weight") and
              control.get_parameter(name).dim() == 4]
     assert len(convs) == 4
     for name in convs:
         torch.testing.assert_close(control.get_parameter(name), frozen.get_parameter(name), rtol=0, atol=0)
-    other = bb.untrained_ssl_encoder(_cfg(seed=1))
+    other = ats.untrained_ssl_encoder(_cfg(seed=1))
     assert not torch.equal(other.get_parameter(convs[0]), control.get_parameter(convs[0]))
-    assert bb.ssl_features(control, bench).queries.shape == (6, 4)
+    assert ats.ssl_features(control, bench).queries.shape == (6, 4)
 
 
 def test_study_frozen_features_pca(tmp_path, monkeypatch, bench):
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
-    features, explained = bb.study_frozen_features(_cfg(), bench, "supervised")
+    features, explained = ats.study_frozen_features(_cfg(), bench, "supervised")
     assert features.train_synthetic.shape == (8, 4) and features.gallery.shape == (11, 4)
     assert 0.0 < explained <= 1.0
     # the PCA is fitted on the training blocks: they are centred jointly
     train = torch.cat([features.train_synthetic, features.train_real]).double()
     np.testing.assert_allclose(train.mean(0).numpy(), 0.0, atol=1e-4)
-    loaded, loaded_explained = bb.study_frozen_features(_cfg(), bench, "supervised")
+    loaded, loaded_explained = ats.study_frozen_features(_cfg(), bench, "supervised")
     assert torch.equal(loaded.queries, features.queries) and loaded_explained == explained
     with pytest.raises(ValueError, match="feature_dim"):
-        bb.study_frozen_features(_cfg(feature_dim=100), bench, "supervised")
+        ats.study_frozen_features(_cfg(feature_dim=100), bench, "supervised")
 
 
 def test_train_ad_scores_every_epoch(bench):
     features = _toy_features(bench, exact=False)
-    heads, history = bb.train_ad(_cfg(), bench, features, lam=0.1)
+    heads, history = ats.train_ad(_cfg(), bench, features, lam=0.1)
     assert history["eval_epoch"] == [0.0, 1.0, 2.0, 3.0]
     assert len(history["eval"]) == 4 and all(0.0 < value <= 1.0 for value in history["eval"])
-    assert history["eval"][-1] == pytest.approx(bb.head_scores(bench, features, heads)["mAP"])
+    assert history["eval"][-1] == pytest.approx(ats.head_scores(bench, features, heads)["mAP"])
 
 
 def test_study_frozen_features_from_a_vit_checkpoint(tmp_path, monkeypatch, bench):
@@ -130,14 +130,14 @@ def test_study_frozen_features_from_a_vit_checkpoint(tmp_path, monkeypatch, benc
     model = vit.VisionTransformer(dim=64, depth=1, num_heads=1, patch=8, grid=4, hidden=64)
     torch.save(model.state_dict(), tmp_path / "dino.pth")
     cfg = _cfg(backbone_path=str(tmp_path / "dino.pth"))
-    features, explained = bb.study_frozen_features(cfg, bench, "vit")
+    features, explained = ats.study_frozen_features(cfg, bench, "vit")
     assert features.queries.shape == (6, 4) and 0.0 < explained <= 1.0
     torch.nn.init.normal_(model.cls_token)  # other weights: another cache entry, other features
     torch.save(model.state_dict(), tmp_path / "dino.pth")
-    other, _ = bb.study_frozen_features(cfg, bench, "vit")
+    other, _ = ats.study_frozen_features(cfg, bench, "vit")
     assert not torch.allclose(other.queries, features.queries)
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
     with pytest.raises(ValueError, match="BACKBONE_PATH"):
-        bb.study_frozen_features(_cfg(), bench, "vit")
+        ats.study_frozen_features(_cfg(), bench, "vit")
     with pytest.raises(ValueError, match="backbone must be"):
-        bb.study_frozen_features(_cfg(), bench, "clip")
+        ats.study_frozen_features(_cfg(), bench, "clip")

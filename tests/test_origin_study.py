@@ -1,4 +1,4 @@
-"""Tests for helpers.oripid: the miniature OriPID, its baselines, attacks and cached study steps."""
+"""Tests for helpers.origin_study: the miniature OriPID, its baselines, attacks and cached study steps."""
 
 from types import SimpleNamespace
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKL
 
-from helpers import oripid
+from helpers import origin_study
 from helpers.models import img2img
 from helpers.origin import LinearMap
 from helpers.runtime import torch_generator
@@ -14,7 +14,7 @@ from helpers.runtime import torch_generator
 
 @pytest.fixture(scope="module")
 def split():
-    return oripid.make_origin_split(6, 4, 5, seed=0, image_size=32)
+    return origin_study.make_origin_split(6, 4, 5, seed=0, image_size=32)
 
 
 @pytest.fixture(scope="module")
@@ -28,110 +28,102 @@ def test_split_shapes_order_and_determinism(split):
     assert split.train.shape == (6, 3, 32, 32) and split.test.shape == (4, 3, 32, 32)
     assert split.distractors.shape == (5, 3, 32, 32)
     assert torch.equal(split.references[:4], split.test) and len(split.references) == 9
-    again = oripid.make_origin_split(6, 4, 5, seed=0, image_size=32)
+    again = origin_study.make_origin_split(6, 4, 5, seed=0, image_size=32)
     assert torch.equal(again.train, split.train) and torch.equal(again.distractors, split.distractors)
     everything = torch.cat([split.train, split.references]).flatten(1)
     assert torch.cdist(everything, everything).add(torch.eye(15) * 1e9).min() > 0  # all crops distinct
-    assert not torch.equal(oripid.make_origin_split(6, 4, 5, seed=1, image_size=32).train, split.train)
-    assert oripid.make_origin_split(2, 1, 1, seed=0, image_size=48).train.shape == (2, 3, 48, 48)
+    assert not torch.equal(origin_study.make_origin_split(6, 4, 5, seed=1, image_size=32).train, split.train)
+    assert origin_study.make_origin_split(2, 1, 1, seed=0, image_size=48).train.shape == (2, 3, 48, 48)
 
 
 @pytest.mark.parametrize("args", [(0, 4, 5), (6, -1, 5), (6, 4, 2.5), (True, 4, 5)])
 def test_split_rejects_bad_counts(args):
     with pytest.raises(ValueError, match="positive integer"):
-        oripid.make_origin_split(*args, seed=0, image_size=32)
+        origin_study.make_origin_split(*args, seed=0, image_size=32)
 
 
 def test_translate_batched_is_deterministic_and_prompted(tiny_generator, split):
-    out, prompts = oripid.translate_batched(tiny_generator, split.train, seed=3, batch_size=4)
+    out, prompts = origin_study.translate_batched(tiny_generator, split.train, seed=3, batch_size=4)
     assert out.shape == split.train.shape and prompts.shape == (6,)
     assert 0 <= prompts.min() and prompts.max() < 3
-    again, prompts_again = oripid.translate_batched(tiny_generator, split.train, seed=3, batch_size=4)
+    again, prompts_again = origin_study.translate_batched(tiny_generator, split.train, seed=3, batch_size=4)
     assert torch.equal(out, again) and torch.equal(prompts, prompts_again)
-    assert not torch.equal(out, oripid.translate_batched(tiny_generator, split.train, seed=4, batch_size=4)[0])
+    assert not torch.equal(out, origin_study.translate_batched(tiny_generator, split.train, seed=4, batch_size=4)[0])
     # each batch has its own noise stream: the second batch is not the first batch's noise reused
     assert torch.equal(out[:4], tiny_generator.translate(split.train[:4], prompts[:4], 3, stream=1))
 
 
 def test_vae_embeddings_match_one_shot_encoding(tiny_generator, split):
-    batched = oripid.vae_embeddings(tiny_generator.vae, split.train, batch_size=4)
+    batched = origin_study.vae_embeddings(tiny_generator.vae, split.train, batch_size=4)
     torch.testing.assert_close(batched, img2img.encode(tiny_generator.vae, split.train))
     assert batched.shape == (6, 256)
-
-
-def test_pixel_embedder_reads_flattened_rows(split):
-    model = oripid.PixelEmbedder(7, 32, seed=0)
-    rows = oripid.flatten_pixels(split.train)
-    assert rows.shape == (6, 3 * 32 * 32) and model(rows).shape == (6, 7)
-    assert torch.equal(model(rows), oripid.PixelEmbedder(7, 32, seed=0)(rows))
-    with pytest.raises(ValueError):
-        oripid.PixelEmbedder(0, 32)
 
 
 def test_train_classifier_separates_two_clusters():
     generator = torch_generator(0)
     inputs = torch.cat([torch.randn(64, 5, generator=generator) + 3, torch.randn(64, 5, generator=generator) - 3])
     labels = torch.arange(2).repeat_interleave(64)
-    model = oripid.train_classifier(torch.nn.Linear(5, 2), inputs, labels, steps=60, seed=0, lr=0.05, batch_size=32)
-    assert oripid.accuracy(model, inputs, labels) == 1.0
-    assert oripid.accuracy(model, inputs, 1 - labels) == 0.0
+    model = origin_study.train_classifier(torch.nn.Linear(5, 2), inputs, labels, steps=60, seed=0, lr=0.05,
+                                          batch_size=32)
+    assert origin_study.accuracy(model, inputs, labels) == 1.0
+    assert origin_study.accuracy(model, inputs, 1 - labels) == 0.0
     with pytest.raises(ValueError):
-        oripid.train_classifier(torch.nn.Linear(5, 2), inputs, labels[:10], steps=1, seed=0)
+        origin_study.train_classifier(torch.nn.Linear(5, 2), inputs, labels[:10], steps=1, seed=0)
 
 
 def test_retrieval_table_and_seen_unseen():
     references = torch.eye(6)
     exact = references[:3]
     shifted = references[[1, 2, 0]]  # each query's own origin is never first
-    table = oripid.retrieval_table({"a": exact, "b": shifted}, references, 3)
+    table = origin_study.retrieval_table({"a": exact, "b": shifted}, references, 3)
     with pytest.raises(ValueError, match="one query per origin"):
-        oripid.retrieval_table({"a": references[:4]}, references, 3)  # a query without an origin
+        origin_study.retrieval_table({"a": references[:4]}, references, 3)  # a query without an origin
     with pytest.raises(ValueError, match="num_origins"):
-        oripid.retrieval_table({"a": exact}, references[:2], 3)
+        origin_study.retrieval_table({"a": exact}, references[:2], 3)
     assert table["a"] == {"mAP": 1.0, "acc": 1.0}
     assert table["b"]["acc"] == 0.0 and table["b"]["mAP"] < 1.0
     table["c"] = {"mAP": 0.5, "acc": 0.25}
-    summary = oripid.seen_unseen(table, "a")
+    summary = origin_study.seen_unseen(table, "a")
     assert summary["map_seen"] == 1.0 and summary["acc_seen"] == 1.0
     assert summary["map_unseen"] == pytest.approx((table["b"]["mAP"] + 0.5) / 2)
     assert summary["acc_unseen"] == pytest.approx(0.125)
     with pytest.raises(ValueError, match="seen generator"):
-        oripid.seen_unseen(table, "zzz")
+        origin_study.seen_unseen(table, "zzz")
 
 
 def test_gaussian_blur_known_answers(split):
     image = split.train[:2]
-    assert torch.equal(oripid.gaussian_blur(image, 0), image)
+    assert torch.equal(origin_study.gaussian_blur(image, 0), image)
     constant = torch.full((1, 3, 16, 16), 0.3)
-    torch.testing.assert_close(oripid.gaussian_blur(constant, 1.5), constant)
-    blurred = oripid.gaussian_blur(image, 1.0)
+    torch.testing.assert_close(origin_study.gaussian_blur(constant, 1.5), constant)
+    blurred = origin_study.gaussian_blur(image, 1.0)
     assert blurred.shape == image.shape
     # blurring removes high frequencies: neighbouring pixels get closer
     assert blurred.diff(dim=-1).abs().mean() < image.diff(dim=-1).abs().mean()
     impulse = torch.zeros(1, 3, 15, 15)
     impulse[..., 7, 7] = 1
-    assert oripid.gaussian_blur(impulse, 1.0).sum().item() == pytest.approx(3.0, rel=1e-5)  # mass preserved
+    assert origin_study.gaussian_blur(impulse, 1.0).sum().item() == pytest.approx(3.0, rel=1e-5)  # mass preserved
     with pytest.raises(ValueError, match="sigma"):
-        oripid.gaussian_blur(image, -1)
+        origin_study.gaussian_blur(image, -1)
 
 
 def test_jpeg_round_trip(split):
     image = split.train[:2]
-    high, low = oripid.jpeg(image, 100), oripid.jpeg(image, 10)
+    high, low = origin_study.jpeg(image, 100), origin_study.jpeg(image, 10)
     assert high.shape == image.shape and high.dtype == torch.float32
     assert (high - image).abs().mean() < (low - image).abs().mean()
     assert (high - image).abs().mean() < 0.02
     with pytest.raises(ValueError, match="quality"):
-        oripid.jpeg(image, 0)
+        origin_study.jpeg(image, 0)
 
 
 def test_stack_pairs_labels_every_member_by_origin():
     origins = torch.arange(6.0).reshape(3, 2)
-    rows, labels = oripid.stack_pairs(origins, [origins + 10, origins + 20])
+    rows, labels = origin_study.stack_pairs(origins, [origins + 10, origins + 20])
     assert rows.shape == (9, 2) and labels.tolist() == [0, 1, 2] * 3
     assert torch.equal(rows[4], origins[1] + 10)
     with pytest.raises(ValueError, match="shape"):
-        oripid.stack_pairs(origins, [origins[:2]])
+        origin_study.stack_pairs(origins, [origins[:2]])
 
 
 def _cfg(**values):
@@ -143,18 +135,20 @@ def test_study_map_trains_once_then_loads(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
     generator = torch_generator(0)
     rows, labels = torch.randn(12, 8, generator=generator), torch.arange(4).repeat(3)
-    model, seconds = oripid.study_map(_cfg(), "test", rows, labels, out_dim=4)
+    model, seconds = origin_study.study_map(_cfg(), "test", rows, labels, out_dim=4)
     assert isinstance(model, LinearMap) and seconds > 0 and len(list(tmp_path.glob("*.pt"))) == 1
-    loaded, loaded_seconds = oripid.study_map(_cfg(), "test", rows, labels, out_dim=4)
+    loaded, loaded_seconds = origin_study.study_map(_cfg(), "test", rows, labels, out_dim=4)
     assert torch.equal(loaded.matrix, model.matrix) and loaded_seconds == seconds
-    oripid.study_map(_cfg(), "test", rows + 1, labels, out_dim=4)  # other rows: another entry
+    origin_study.study_map(_cfg(cnn_steps=99), "test", rows, labels, out_dim=4)  # a value the linear map never reads
+    assert len(list(tmp_path.glob("*.pt"))) == 1
+    origin_study.study_map(_cfg(), "test", rows + 1, labels, out_dim=4)  # other rows: another entry
     assert len(list(tmp_path.glob("*.pt"))) == 2
 
 
 def test_study_vae_loads_a_saved_autoencoder(tmp_path, split):
     folder = tmp_path / "vae"
     img2img.make_vae((16, 16, 16), seed=1).save_pretrained(folder)
-    vae = oripid.study_vae(_cfg(vae_path=str(folder)), split)
+    vae = origin_study.study_vae(_cfg(vae_path=str(folder)), split)
     assert isinstance(vae, AutoencoderKL) and not any(p.requires_grad for p in vae.parameters())
     torch.testing.assert_close(img2img.encode(vae, split.test), img2img.encode(img2img.make_vae((16, 16, 16), seed=1),
                                                                                    split.test))
@@ -163,12 +157,12 @@ def test_study_vae_loads_a_saved_autoencoder(tmp_path, split):
     AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
                   block_out_channels=(16, 16, 16, 16), latent_channels=4, norm_num_groups=16, sample_size=512,
                   layers_per_block=1).save_pretrained(sd_like)
-    sd_vae = oripid.study_vae(_cfg(vae_path=str(sd_like)), split)
+    sd_vae = origin_study.study_vae(_cfg(vae_path=str(sd_like)), split)
     assert img2img.encode(sd_vae, split.test).shape == (4, 4 * 4 * 4)
     with pytest.raises(ValueError, match="IMAGE_SIZE=24 must be a multiple of 16"):
-        oripid.study_vae(_cfg(vae_path=str(sd_like), image_size=24), split)
+        origin_study.study_vae(_cfg(vae_path=str(sd_like), image_size=24), split)
     with pytest.raises(ValueError, match="IMAGE_SIZE=36 must be a multiple of 8: the trained VAE"):
-        oripid.study_vae(_cfg(image_size=36), split)
+        origin_study.study_vae(_cfg(image_size=36), split)
 
 
 def test_full_preset_pipeline_runs_at_64_px(tmp_path, monkeypatch):
@@ -180,16 +174,17 @@ def test_full_preset_pipeline_runs_at_64_px(tmp_path, monkeypatch):
     full = resolve("02_origin_linear_transform", SCALE="full", SEED=0, DEVICE="cpu")
     cfg = SimpleNamespace(**{**full.values, "seed": 0, "device": "cpu", "vae_path": "", "vae_steps": 1,
                              "generator_steps": 1, "map_steps": 2, "cnn_steps": 2, "classifier_origins": 3})
-    split = oripid.make_origin_split(6, 4, 5, seed=0, image_size=full.image_size)
-    vae = oripid.study_vae(cfg, split)
-    generators = oripid.study_generators(cfg, vae, split, specs=img2img.GENERATOR_SPECS[:2])  # seen + one unseen
-    queries = oripid.study_queries(cfg, generators, split)
+    split = origin_study.make_origin_split(6, 4, 5, seed=0, image_size=full.image_size)
+    vae = origin_study.study_vae(cfg, split)
+    generators = origin_study.study_generators(cfg, vae, split, specs=img2img.GENERATOR_SPECS[:2])  # seen + one unseen
+    queries = origin_study.study_queries(cfg, generators, split)
     assert all(q.shape == (4, 3, 64, 64) for q in queries.test.values())
-    rows, labels = oripid.stack_pairs(oripid.vae_embeddings(vae, split.train),
-                                      [oripid.vae_embeddings(vae, q) for q in queries.train[next(iter(generators))]])
+    seen = next(iter(generators))
+    rows, labels = origin_study.stack_pairs(origin_study.vae_embeddings(vae, split.train),
+                                            [origin_study.vae_embeddings(vae, q) for q in queries.train[seen]])
     assert rows.shape[1] == 4 * 16 * 16
-    linear, _ = oripid.study_map(cfg, "full-linear", rows, labels, out_dim=cfg.map_dim)
+    linear, _ = origin_study.study_map(cfg, "full-linear", rows, labels, out_dim=cfg.map_dim)
     assert linear.matrix.shape == (1024, 256)
-    pixel_rows = oripid.flatten_pixels(torch.cat([split.train, split.train]))
-    cnn, _ = oripid.study_map(cfg, "full-cnn", pixel_rows, torch.arange(6).repeat(2), out_dim=8, pixels=True)
+    pixel_rows = origin_study.flatten_pixels(torch.cat([split.train, split.train]))
+    cnn, _ = origin_study.study_map(cfg, "full-cnn", pixel_rows, torch.arange(6).repeat(2), out_dim=8, pixels=True)
     assert cnn(pixel_rows).shape == (12, 8)

@@ -1,13 +1,12 @@
-"""Tests for helpers.ca_study: notebook 04's scores on known answers (no long training)."""
+"""Tests for helpers.contrastive_study: notebook 04's scores on known answers (no long training)."""
 
 import numpy as np
 import pytest
 import torch
 
-from helpers import ca_study as cs
-from helpers import diffca
+from helpers import contrastive_study as cs
 from helpers.data import faces
-from helpers.models import separator
+from helpers.models import diffca, separator
 
 
 @pytest.fixture(scope="module")

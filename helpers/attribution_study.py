@@ -1,0 +1,323 @@
+"""Notebook 01's study: a miniature AbC-style attribution benchmark, the backbone features on it, and the A&D heads
+scored by retrieval.
+
+AbC (Wang et al., ICCV 2023) customises a text-to-image model on exemplar images and asks, for each synthetic
+image it makes, to retrieve those exemplars among a million LAION distractors. Here an exemplar is a random
+crop of a bundled photograph (one concept each); a synthetic image of a concept is a new framing of its
+exemplar (:func:`helpers.data.images.reframe`: new position, scale, mirror) passed through notebook 02's seen
+image-to-image generator, which adds a generator's signature (colours, blur, texture). Each query has one
+relevant gallery item, its exemplar; the gallery holds the test exemplars followed by distractor crops.
+
+Training data for the A&D heads is unpaired: synthetic images of *training* concepts (domain S) and real
+crops (domain E: the training exemplars plus extra crops), never told which synthetic image shows which
+exemplar.
+
+Two backbones embed both domains (synthetic images S, real exemplars E):
+
+* ``"ssl"``: a small SimCLR CNN (:mod:`helpers.models.ssl`) trained in the notebook on the *unlabelled*
+  training images of both domains (no pairs, no concept labels);
+* ``"supervised"``: frozen EfficientNet-Lite0 ImageNet features (:mod:`helpers.models.pretrained`, 1280-d),
+  reduced by PCA (fitted on the training images of both domains) to the same dimension as the SSL
+  features, so that the heads have the same number of parameters on both backbones;
+* ``"vit"`` (only with a local checkpoint): a DINO / MoCo v3 / DINOv2 / DINOv3 ViT (:mod:`helpers.models.vit`),
+  the paper's kind of backbone, PCA-reduced the same way.
+
+A :class:`FeatureSet` holds the four blocks the study needs; retrieval follows AbC's protocol (cosine
+scores, one relevant gallery item per query: its exemplar) through :func:`helpers.retrieval.evaluate`.
+
+The notebook's presets are :data:`SPEC`; its cached steps are :func:`build_benchmark`, :func:`study_ssl_backbone`
+and :func:`study_frozen_features`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from sklearn.decomposition import PCA
+
+from helpers import origin_study
+from helpers.attribution import Heads, fastica_per_domain, train_heads, whiten_per_domain
+from helpers.cache import Checkpoint, cached_step
+from helpers.config import NotebookSpec, Param
+from helpers.data.images import reframe
+from helpers.models import pretrained, ssl, vit
+from helpers.models.img2img import GENERATOR_SPECS, Img2ImgGenerator
+from helpers.retrieval import evaluate
+from helpers.runtime import torch_generator
+
+_SPLIT_SEED_OFFSET = 101  # notebook 01's crops differ from notebook 02's origins for the same seed
+
+SPEC = NotebookSpec(
+    params={
+        # the generator that makes the synthetic images is notebook 02's: these shorten its VAE and denoiser
+        "VAE_STEPS": Param(int, minimum=1, optional=True),
+        "GENERATOR_STEPS": Param(int, minimum=1, optional=True),
+        "SSL_STEPS": Param(int, minimum=1, optional=True),
+        "HEAD_EPOCHS": Param(int, minimum=1, optional=True),
+        "BACKBONE_PATH": Param(str, existing_path=True),
+    },
+    presets={
+        # CPU minutes: 32 px crops, a small SimCLR CNN, 128-d features for the heads.
+        "small": {
+            "train_concepts": 700, "extra_real": 1300, "test_concepts": 300, "distractors": 3000, "views": 3,
+            "zoom": (0.85, 1.0), "ssl_steps": 300, "ssl_batch": 128, "ssl_lr": 2e-3, "feature_dim": 128,
+            "pretrained_size": 48, "vit_size": 64, "head_epochs": 30, "head_batch": 256, "head_lr": 2e-4,
+            "head_lr_fast": 2e-3, "lam": 0.1,
+            "lambdas": (0.0, 0.01, 0.05, 0.1, 0.2, 0.5), "toy_n": 4000, "toy_d": 8, "toy_noise": 0.1,
+            "toy_mismatch": 0.1, "toy_epochs": 30, "toy_batch": 500, "toy_lr": 0.02, "toy_infomax_lr": 0.05,
+        },
+        # GPU: more concepts and distractors, a longer SSL schedule, 224 px for the pretrained backbones.
+        "full": {
+            "train_concepts": 7000, "extra_real": 13_000, "test_concepts": 3000, "distractors": 100_000, "views": 5,
+            "zoom": (0.85, 1.0), "ssl_steps": 20_000, "ssl_batch": 512, "ssl_lr": 1e-3, "feature_dim": 256,
+            "pretrained_size": 224, "vit_size": 224, "head_epochs": 50, "head_batch": 1024, "head_lr": 2e-4,
+            "head_lr_fast": 2e-3, "lam": 0.1,
+            "lambdas": (0.0, 0.01, 0.05, 0.1, 0.2, 0.5), "toy_n": 20_000, "toy_d": 16, "toy_noise": 0.1,
+            "toy_mismatch": 0.1, "toy_epochs": 30, "toy_batch": 500, "toy_lr": 0.02, "toy_infomax_lr": 0.05,
+        },
+    },
+)
+
+
+# ------------------------------------------------------------------------------ the benchmark
+
+
+@dataclass(frozen=True)
+class AttributionBenchmark:
+    """Images ``(N, 3, S, S)`` in [0, 1] (S: notebook 02's image size, 32 px at the small scale).
+
+    Attributes:
+        train_synthetic: domain S for training, ``views`` synthetic images of each training concept.
+        train_real: domain E for training, the training exemplars followed by extra real crops.
+        test_exemplars: one exemplar per test concept (gallery rows ``0 .. C − 1``).
+        distractors: the rest of the gallery.
+        queries: ``views`` synthetic images of each test concept, concept-major.
+        query_concept: ``(Q,)`` gallery index of each query's exemplar.
+    """
+
+    train_synthetic: torch.Tensor
+    train_real: torch.Tensor
+    test_exemplars: torch.Tensor
+    distractors: torch.Tensor
+    queries: torch.Tensor
+    query_concept: torch.Tensor
+
+    @property
+    def gallery(self) -> torch.Tensor:
+        return torch.cat([self.test_exemplars, self.distractors])
+
+
+def make_benchmark(generator: Img2ImgGenerator, *, train_concepts: int, extra_real: int, test_concepts: int,
+                   distractors: int, views: int, zoom: tuple[float, float], seed: int,
+                   image_size: int) -> AttributionBenchmark:
+    """Draw the crops, frame each exemplar ``views`` times anew, and translate the framings with ``generator``.
+
+    Args:
+        generator: the image-to-image generator that gives the synthetic domain its signature.
+        train_concepts: training exemplars (their synthetic images form domain S).
+        extra_real: further real crops in domain E (real images with no synthetic counterpart).
+        test_concepts: test exemplars, the relevant gallery items.
+        distractors: gallery crops that no query is about.
+        views: synthetic images per concept.
+        zoom: range of the framing's zoom (:func:`helpers.data.images.reframe`).
+        seed: seeds the crops, the framings and the generator's noise.
+        image_size: side of the crops (the generator's).
+    """
+    for name, value in (("train_concepts", train_concepts), ("test_concepts", test_concepts), ("views", views)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    crops = origin_study.make_origin_split(train_concepts + extra_real, test_concepts, distractors,
+                                           seed + _SPLIT_SEED_OFFSET, image_size=image_size)
+    train_views = reframe(crops.train[:train_concepts], views, torch_generator(seed, 1), zoom=tuple(zoom))
+    test_views = reframe(crops.test, views, torch_generator(seed, 2), zoom=tuple(zoom))
+    train_synthetic, _ = origin_study.translate_batched(generator, train_views, seed * 1000 + 1, desc="train views")
+    queries, _ = origin_study.translate_batched(generator, test_views, seed * 1000 + 2, desc="test views")
+    return AttributionBenchmark(train_synthetic, crops.train, crops.test, crops.distractors, queries,
+                                torch.arange(test_concepts).repeat_interleave(views))
+
+
+def build_benchmark(cfg, cfg02) -> AttributionBenchmark:
+    """Make (or load from the cache) the benchmark of ``cfg`` (notebook 01's config).
+
+    The generator is notebook 02's seen generator, trained (or loaded) with ``cfg02``: notebook 02's config at
+    notebook 01's scale and seed (and ``VAE_STEPS`` / ``GENERATOR_STEPS`` when set), which the notebook resolves
+    and passes in. It is loaded from the cache when notebook 02 has run with the same settings (else trained here,
+    by the same cached steps, so notebook 02 then reuses it).
+    """
+    split02 = origin_study.make_origin_split(cfg02.num_train, cfg02.num_test, cfg02.num_distractors, cfg02.seed,
+                                             image_size=cfg02.image_size)
+    vae = origin_study.study_vae(cfg02, split02)
+    generator = origin_study.study_generators(cfg02, vae, split02,
+                                              specs=GENERATOR_SPECS[:1])[GENERATOR_SPECS[0].name]
+    return cached_step("attribution-benchmark", make_benchmark, generator=generator, seed=cfg.seed,
+                       image_size=cfg02.image_size, train_concepts=cfg.train_concepts, extra_real=cfg.extra_real,
+                       test_concepts=cfg.test_concepts, distractors=cfg.distractors, views=cfg.views, zoom=cfg.zoom)
+
+
+# ------------------------------------------------------------------------------ backbone features
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """One backbone's features of a benchmark, float32 ``(N, d)`` each.
+
+    Attributes:
+        train_synthetic: domain S for training the heads (unpaired).
+        train_real: domain E for training the heads (unpaired).
+        queries: the test synthetic images.
+        gallery: the test exemplars followed by the distractors.
+    """
+
+    train_synthetic: torch.Tensor
+    train_real: torch.Tensor
+    queries: torch.Tensor
+    gallery: torch.Tensor
+
+    @property
+    def dim(self) -> int:
+        return self.queries.shape[1]
+
+
+def _embed(bench: AttributionBenchmark, embed) -> FeatureSet:
+    """Apply ``embed: (N, 3, S, S) -> (N, d)`` to every block of ``bench``."""
+    return FeatureSet(embed(bench.train_synthetic), embed(bench.train_real), embed(bench.queries),
+                      embed(bench.gallery))
+
+
+def study_ssl_backbone(cfg, bench: AttributionBenchmark) -> tuple[ssl.ConvEncoder, dict[str, list[float]]]:
+    """SimCLR trained on the unlabelled training images of both domains (cached, resumable).
+
+    Returns ``(encoder, history)``; ``history["loss"]`` is the NT-Xent loss per step.
+    """
+    return cached_step("ad-simclr", _train_simclr, resumable=True, device=cfg.device,
+                       images=torch.cat([bench.train_real, bench.train_synthetic]), steps=cfg.ssl_steps,
+                       seed=cfg.seed, batch_size=cfg.ssl_batch, lr=cfg.ssl_lr, dim=cfg.feature_dim)
+
+
+def _train_simclr(*, images: torch.Tensor, steps: int, seed: int, batch_size: int, lr: float, dim: int, device: str,
+                  checkpoint: Checkpoint | None = None) -> tuple[ssl.ConvEncoder, dict[str, list[float]]]:
+    """:func:`helpers.models.ssl.train_simclr`, the encoder returned on the CPU (the cached step of
+    :func:`study_ssl_backbone`)."""
+    encoder, history = ssl.train_simclr(images, steps=steps, seed=seed, batch_size=batch_size, lr=lr, dim=dim,
+                                        device=device, checkpoint=checkpoint)
+    return encoder.cpu(), history
+
+
+def untrained_ssl_encoder(cfg) -> ssl.ConvEncoder:
+    """The SimCLR encoder :func:`study_ssl_backbone` starts from for ``cfg.seed``, never trained (eval mode): the
+    control that separates what contrastive training adds from what a random convolutional network already gives."""
+    return ssl.SimCLR(cfg.feature_dim, seed=cfg.seed).encoder.eval()
+
+
+def ssl_features(encoder: ssl.ConvEncoder, bench: AttributionBenchmark) -> FeatureSet:
+    """The SSL encoder's ``(N, dim)`` features of every block."""
+    return _embed(bench, lambda images: ssl.encode_images(encoder, images))
+
+
+def study_frozen_features(cfg, bench: AttributionBenchmark, backbone: str) -> tuple[FeatureSet, float]:
+    """Features of a frozen pretrained backbone, PCA-reduced to ``cfg.feature_dim`` (cached).
+
+    ``backbone="supervised"``: EfficientNet-Lite0 ImageNet features at ``cfg.pretrained_size`` px.
+    ``backbone="vit"``: the CLS features of the ViT checkpoint (DINO, MoCo v3, DINOv2, DINOv3) at ``cfg.backbone_path``
+    (:func:`helpers.models.vit.load_vit`) at ``cfg.vit_size`` px.
+    The PCA is fitted on the training images of both domains (no test image).
+
+    Returns:
+        ``(features, explained)``: the reduced features and the fraction of the training features' variance
+        the kept components explain.
+    """
+    if backbone == "supervised":
+        model, size = pretrained.efficientnet_lite0(), cfg.pretrained_size
+    elif backbone == "vit":
+        if not cfg.backbone_path:
+            raise ValueError("the vit backbone needs BACKBONE_PATH: a local DINO / MoCo v3 / DINOv2 / DINOv3 ViT "
+                             "checkpoint")
+        model, size = vit.load_vit(cfg.backbone_path), cfg.vit_size
+    else:
+        raise ValueError(f"backbone must be 'supervised' or 'vit', got {backbone!r}")
+    return cached_step(f"ad-{backbone}-features", _frozen_features, device=cfg.device, backbone=backbone, model=model,
+                       size=size, dim=cfg.feature_dim, bench=bench)
+
+
+def _frozen_features(*, backbone: str, model: torch.nn.Module, size: int, dim: int, bench: AttributionBenchmark,
+                     device: str) -> tuple[FeatureSet, float]:
+    """The cached step of :func:`study_frozen_features`: ``model``'s features of every block at ``size`` px, reduced
+    by a PCA to ``dim`` fitted on the training blocks."""
+    model = model.to(device)
+
+    def embed(images):
+        if backbone == "supervised":
+            return pretrained.lite0_features(model, images, size=size, progress=True)
+        return vit.vit_features(model, images, size=size, progress=True)
+
+    raw = _embed(bench, embed)
+    train = torch.cat([raw.train_synthetic, raw.train_real]).double().numpy()
+    if dim > min(train.shape):
+        raise ValueError(f"feature_dim={dim} exceeds what PCA of {train.shape} features allows")
+    pca = PCA(dim, svd_solver="full").fit(train)
+    reduced = _embed_features(raw, lambda x: torch.from_numpy(pca.transform(x.double().numpy())).float())
+    return reduced, float(pca.explained_variance_ratio_.sum())
+
+
+def _embed_features(features: FeatureSet, transform) -> FeatureSet:
+    return FeatureSet(*(transform(block) for block in (features.train_synthetic, features.train_real,
+                                                       features.queries, features.gallery)))
+
+
+def retrieval_scores(bench: AttributionBenchmark, queries: torch.Tensor, gallery: torch.Tensor) -> dict[str, float]:
+    """AbC's protocol on the benchmark: cosine retrieval of each query's exemplar among the gallery.
+
+    Args:
+        queries: ``(Q, d)`` features of ``bench.queries`` (mapped by the synthetic-domain head, if any).
+        gallery: ``(G, d)`` features of ``bench.gallery`` (mapped by the exemplar-domain head, if any).
+
+    Returns:
+        ``{"mAP", "acc@1", "recall@1", "recall@5", "recall@10"}``.
+    """
+    return evaluate(queries, gallery, bench.query_concept.numpy())
+
+
+def head_scores(bench: AttributionBenchmark, features: FeatureSet, heads: Heads) -> dict[str, float]:
+    """:func:`retrieval_scores` after the heads: queries through ``H_S``, the gallery through ``H_E``."""
+    with torch.no_grad():
+        return retrieval_scores(bench, heads.map(features.queries, "s"), heads.map(features.gallery, "e"))
+
+
+def centred_scores(bench: AttributionBenchmark, features: FeatureSet) -> dict[str, float]:
+    """:func:`retrieval_scores` after subtracting each domain's training mean (the heads' first step)."""
+    return retrieval_scores(bench, features.queries - features.train_synthetic.mean(0),
+                            features.gallery - features.train_real.mean(0))
+
+
+def whitened_scores(bench: AttributionBenchmark, features: FeatureSet) -> dict[str, float]:
+    """Baseline "whitening alone": :func:`retrieval_scores` after ZCA-whitening each domain with its own
+    training statistics (:func:`helpers.attribution.whiten_per_domain`); no pairs, no ICA rotation."""
+    return retrieval_scores(bench, *whiten_per_domain(features.train_synthetic, features.train_real,
+                                                      features.queries, features.gallery))
+
+
+def fastica_scores(bench: AttributionBenchmark, features: FeatureSet, seed: int) -> dict[str, float]:
+    """Baseline "FastICA alone": scikit-learn's FastICA fitted on each domain's training features on its own
+    (:func:`helpers.attribution.fastica_per_domain`); queries and gallery in their domain's sources."""
+    return retrieval_scores(bench, *fastica_per_domain(features.train_synthetic, features.train_real,
+                                                       features.queries, features.gallery, seed))
+
+
+def train_ad(cfg, bench: AttributionBenchmark, features: FeatureSet, *, lam: float, init: str = "identity",
+             lr: float | None = None) -> tuple[Heads, dict[str, list[float]]]:
+    """The A&D heads on one backbone's training features (:func:`helpers.attribution.train_heads` with the
+    scale's epochs, batch and learning rate ``cfg.head_lr`` unless ``lr`` is given), scored once per epoch on
+    the benchmark.
+
+    Returns:
+        ``(heads, history)``; besides the losses, ``history["eval_epoch"]`` (epochs done, 0 … epochs) and
+        ``history["eval"]`` (the benchmark mAP after that many epochs).
+    """
+    heads, history = train_heads(features.train_synthetic, features.train_real, lam=lam, epochs=cfg.head_epochs,
+                                 batch_size=cfg.head_batch, lr=cfg.head_lr if lr is None else lr, seed=cfg.seed,
+                                 init=init,
+                                 eval_fn=lambda h: head_scores(bench, features, h)["mAP"], device=cfg.device)
+    steps_per_epoch = len(history["loss"]) / cfg.head_epochs
+    history["eval_epoch"] = [step / steps_per_epoch for step in history["eval_step"]]
+    return heads, history
