@@ -21,6 +21,7 @@ import hashlib
 import importlib
 import math
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -191,6 +192,22 @@ def resolve(notebook: str, spec: NotebookSpec | None = None, **parameters: Any) 
     device = str(select_device(parameters["DEVICE"]))
     return Config(notebook=notebook, scale=scale, seed=parameters["SEED"], device=device,
                   values=MappingProxyType(values), overrides=MappingProxyType(dict(sorted(overrides.items()))))
+
+
+PARAMETER_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
+
+
+def resolve_parameters(notebook: str, namespace: Mapping[str, Any], spec: NotebookSpec | None = None) -> Config:
+    """:func:`resolve` with every UPPER_CASE name of ``namespace`` bound to a literal (``None``, a bool, number or
+    string) as a parameter: ``namespace`` is a notebook's ``globals()`` right after its parameters cell and
+    papermill's injected cell (classes such as ``CCA`` are not literals and are passed over).
+
+    A name papermill injected that the notebook does not take (``-p SOURCE_STEP 100``, a typo) is therefore an
+    error here, in the first seconds of the run, instead of a warning and a run with the default.
+    """
+    parameters = {name: value for name, value in namespace.items()
+                  if PARAMETER_NAME.fullmatch(name) and (value is None or isinstance(value, (bool, int, float, str)))}
+    return resolve(notebook, spec, **parameters)
 
 
 def overrides_suffix(overrides: Mapping[str, Any]) -> str:

@@ -13,6 +13,7 @@ from helpers.config import (
     notebook_spec,
     parse_parameter_value,
     resolve,
+    resolve_parameters,
     run_name_from_cli,
 )
 
@@ -166,3 +167,31 @@ def test_run_name_from_cli_matches_the_notebooks_own_name():
         run_name_from_cli("03_omes_transfer", "small", "0", ["SEED=3"])
     with pytest.raises(ValueError, match="SOURCE_STEPS must be a int"):
         run_name_from_cli("03_omes_transfer", "small", "0", ["SOURCE_STEPS=many"])
+
+
+def test_resolve_parameters_reads_the_notebook_namespace_and_rejects_typos():
+    namespace = {**GOOD, "CCA": type("CCA", (), {}), "np": object(), "In": [], "_": None}
+    assert resolve_parameters("demo", namespace, SPEC).train_steps == 100
+    with pytest.raises(ValueError, match="unknown parameter TRAIN_STEP; valid parameters: SCALE, SEED"):
+        resolve_parameters("demo", {**namespace, "TRAIN_STEP": 5}, SPEC)
+
+
+NOTEBOOK_STEMS = sorted(STUDY_MODULES)
+
+
+@pytest.mark.parametrize("stem", NOTEBOOK_STEMS)
+def test_papermill_sees_every_parameter_with_its_presets(stem):
+    import papermill
+
+    from helpers.paths import project_root
+
+    found = papermill.inspect_notebook(str(project_root() / "notebooks" / f"{stem}.ipynb"))
+    spec = notebook_spec(stem)
+    assert set(found) == {"SCALE", "SEED", "DEVICE", *spec.params}
+    for name, rule in spec.params.items():
+        assert found[name]["help"], f"{stem}: {name} has no help text"
+        if rule.optional and name.lower() in spec.presets["small"]:
+            small, full = spec.presets["small"][name.lower()], spec.presets["full"][name.lower()]
+            assert f"small {small}" in found[name]["help"] and f"full {full}" in found[name]["help"], (
+                f"{stem}: the help of {name} must name its presets (small {small}, full {full})")
+            assert found[name]["inferred_type_name"] == f"Optional[{rule.kind.__name__}]"
