@@ -4,6 +4,7 @@
 #                    build/test-outputs/), then compare them with the committed results/ and figures/
 #   make gpu-smoke   every notebook at SCALE=full on CUDA with shortened schedules (outputs in build/gpu-smoke/)
 # Options: SCALE=small|full  SEED=0  SEEDS="0 1 2" (several seeds, summarised in results/seeds/)  DEVICE=auto|cpu|cuda
+#          ALLOW_CPU_FULL=1 (SCALE=full on a CPU: hours to days; refused without it)
 #          NB=03 (only notebooks whose name starts with it)
 #          PARAMS="SOURCE_STEPS=20000 FINETUNE_STEPS=5000" (a notebook's own parameters, checked before it runs; a
 #          run that overrides a preset value or gives a local file is recorded with its overrides, under its own name)
@@ -17,6 +18,7 @@ SCALE ?= small
 SEED ?= 0
 SEEDS ?= $(SEED)
 DEVICE ?= auto
+ALLOW_CPU_FULL ?=
 NB ?=
 PARAMS ?=
 NOTEBOOKS := $(sort $(wildcard notebooks/$(NB)*.ipynb))
@@ -49,14 +51,18 @@ setup: $(VENV)/.installed
 notebooks: setup
 	@if [ -n "$(NB)" ] && [ -z "$(NOTEBOOKS)" ]; then echo "no notebook matches NB=$(NB)"; exit 1; fi
 	@mkdir -p build/executed
-	@params=(); for pair in $(PARAMS); do params+=(-p "$${pair%%=*}" "$${pair#*=}"); done; \
-	for nb in $(NOTEBOOKS); do for seed in $(SEEDS); do \
-	  run=$$($(PY) -m helpers.config run-name "$$(basename $$nb .ipynb)" $(SCALE) $$seed $(PARAMS)) || exit 1; \
+	@plan=$$($(PY) -m helpers.preflight $(SCALE) "$(SEEDS)" $(DEVICE) "$(ALLOW_CPU_FULL)" $(NOTEBOOKS) -- $(PARAMS)) \
+	  || exit 1; \
+	params=(); for pair in $(PARAMS); do params+=(-p "$${pair%%=*}" "$${pair#*=}"); done; \
+	while read -r nb seed run; do \
 	  echo "== $$nb (SCALE=$(SCALE) SEED=$$seed DEVICE=$(DEVICE) $(PARAMS)) -> $$run"; \
-	  $(PY) -m papermill "$$nb" "build/executed/$$run.ipynb" \
+	  $(PY) -m papermill "$$nb" "build/executed/.$$run.running.ipynb" \
 	    -k $(KERNEL) --cwd notebooks \
-	    -p SCALE $(SCALE) -p SEED $$seed -p DEVICE $(DEVICE) "$${params[@]}" || exit 1; \
-	done; done
+	    -p SCALE $(SCALE) -p SEED $$seed -p DEVICE $(DEVICE) "$${params[@]}" < /dev/null \
+	    || { mv "build/executed/.$$run.running.ipynb" "build/executed/$$run.failed.ipynb" 2>/dev/null; \
+	         echo "$$nb failed: its executed copy is build/executed/$$run.failed.ipynb"; exit 1; }; \
+	  mv "build/executed/.$$run.running.ipynb" "build/executed/$$run.ipynb"; \
+	done <<< "$$plan"
 	$(PY) -m helpers.results README.md
 
 lint: setup
@@ -75,7 +81,8 @@ gpu-smoke: setup
 	  case $$num in 01) p="$(SMOKE_PARAMS_01)";; 02) p="$(SMOKE_PARAMS_02)";; 03) p="$(SMOKE_PARAMS_03)";; \
 	    04) p="$(SMOKE_PARAMS_04)";; *) echo "gpu-smoke: no shortened schedule for $$nb"; exit 1;; esac; \
 	  params=(); for pair in $$p; do params+=(-p "$${pair%%=*}" "$${pair#*=}"); done; \
-	  run=$$($(PY) -m helpers.config run-name "$$(basename $$nb .ipynb)" $(SMOKE_SCALE) 0 $$p) || exit 1; \
+	  run=$$($(PY) -m helpers.preflight $(SMOKE_SCALE) 0 $(SMOKE_DEVICE) 1 $$nb -- $$p | cut -d' ' -f3) \
+	    && [ -n "$$run" ] || exit 1; \
 	  echo "== $$nb (SCALE=$(SMOKE_SCALE) DEVICE=$(SMOKE_DEVICE) $$p) -> $(SMOKE_OUTPUT)/executed/$$run.ipynb"; \
 	  start=$$(date +%s); \
 	  WORKBENCH_OUTPUT=$(SMOKE_OUTPUT) $(PY) -m papermill "$$nb" "$(SMOKE_OUTPUT)/executed/$$run.ipynb" \
