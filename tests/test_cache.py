@@ -171,3 +171,17 @@ def test_a_notebooks_presets_do_not_enter_the_code_version(tmp_path, monkeypatch
     assert cache.code_version([module]) == before
     study.write_text('SPEC = {"small": {"steps": 100}}\n\n\ndef step(steps):\n    return 2 * steps\n')
     assert cache.code_version([module]) != before
+
+
+def test_a_notebooks_cached_steps_do_not_depend_on_other_notebooks_studies():
+    names = {
+        stem: {path.name for path in cache.dependency_files([importlib.import_module(module)])}
+        for stem, module in {"01": "helpers.attribution_study", "02": "helpers.origin_study",
+                             "03": "helpers.transfer_study", "04": "helpers.contrastive_study"}.items()
+    }
+    studies = {"attribution_study.py", "origin_study.py", "transfer_study.py", "contrastive_study.py"}
+    assert names["01"] & studies == {"attribution_study.py", "origin_study.py"}  # 01 reuses 02's generators
+    assert names["02"] & studies == {"origin_study.py"}
+    assert names["03"] & studies == {"transfer_study.py"}
+    assert names["04"] & studies == {"contrastive_study.py"}
+    assert all("results.py" not in found and "plotting.py" not in found for found in names.values())
