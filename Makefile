@@ -72,7 +72,7 @@ test: lint
 	rm -rf $(TEST_OUTPUT)
 	WORKBENCH_OUTPUT=$(TEST_OUTPUT) $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
 	  --sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 1800 -p no:cacheprovider
-	$(PY) -m helpers.results compare $(TEST_OUTPUT) .
+	$(PY) -m helpers.freshness compare $(TEST_OUTPUT) .
 
 gpu-smoke: setup
 	@mkdir -p $(SMOKE_OUTPUT)/executed

@@ -11,16 +11,16 @@ One JSON object per notebook::
 fewer training steps, or a local file given); runs with different overrides are kept apart in every summary.
 
 ``provenance`` fingerprints what produced the numbers: the notebook's code cells, every ``helpers`` module it
-imports (transitively) and the resolved configuration. :func:`stale_reasons` recomputes it, so a test fails when
+imports (transitively) and the resolved configuration. :mod:`helpers.freshness` recomputes it, so a test fails when
 the code changed after the committed results were written. ``timing`` lists the metrics and claims that measure
 wall-clock time: they vary from run to run and are left out of every comparison.
 
 A rerun whose numbers equal the file's (timings aside) leaves the file untouched, so ``make notebooks`` on an
 unchanged checkout changes nothing tracked.
 
-``python -m helpers.results README.md`` rewrites the README's summary table from these files;
-``python -m helpers.results compare NEW REFERENCE`` compares a fresh run's results (and figures) with the committed
-ones and fails on any change (see :func:`compare_runs`).
+``python -m helpers.results README.md`` rewrites the README's summary table from these files. Checking results
+against the code and against a fresh run is :mod:`helpers.freshness`'s job: it is not imported by the notebooks, so
+changing how results are checked never makes them stale.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from helpers.cache import dependency_files, fingerprint
-from helpers.config import Config, NotebookSpec, overrides_suffix, resolve
+from helpers.config import Config, overrides_suffix
 from helpers.paths import project_root, results_dir, write_atomic
 
 _HELPERS_PARENT = Path(__file__).resolve().parent.parent
@@ -50,10 +50,6 @@ README_START = "<!-- results:start -->"
 README_END = "<!-- results:end -->"
 # What a rerun may change without the numbers changing: left out when deciding whether a results file is unchanged.
 VOLATILE_FIELDS = ("runtime_s", "git_sha")
-# Largest |difference| allowed between a fresh run's metric and the committed one, by metric name (default: exact).
-# Two clean runs of every notebook on this project's 2-core CPU machine agreed exactly (session 11), so none is
-# looser than exact; a metric listed here needs a note of the measured spread that justifies it.
-METRIC_TOLERANCE: dict[str, float] = {}
 
 
 @dataclass(frozen=True)
@@ -192,28 +188,6 @@ def provenance(config: Config) -> dict[str, Any]:
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
-
-
-def stale_reasons(record: dict[str, Any], spec: NotebookSpec | None = None) -> list[str]:
-    """Why ``record`` no longer describes the current code: one line per changed, added or removed file and for a
-    changed configuration; empty when it is current.
-
-    The configuration is resolved again from the record's scale, seed and overrides (on the CPU), with the
-    notebook's registered spec unless ``spec`` is given.
-    """
-    recorded = record.get("provenance")
-    if recorded is None:
-        return ["written before results recorded their provenance"]
-    config = resolve(record["notebook"], spec, SCALE=record["scale"], SEED=record["seed"], DEVICE="cpu",
-                     **record.get("overrides", {}))
-    current = provenance(config)
-    reasons = [f"{path} changed" for path in sorted(set(current["files"]) & set(recorded["files"]))
-               if current["files"][path] != recorded["files"][path]]
-    reasons += [f"{path} is now imported" for path in sorted(set(current["files"]) - set(recorded["files"]))]
-    reasons += [f"{path} is no longer imported" for path in sorted(set(recorded["files"]) - set(current["files"]))]
-    if current["config"] != recorded["config"]:
-        reasons.append("the resolved configuration (a preset value) changed")
-    return reasons
 
 
 def versions() -> dict[str, str]:
@@ -376,91 +350,10 @@ def update_readme(readme: Path, directory: Path | None = None) -> bool:
     return True
 
 
-def compare_runs(new: dict[str, Any], reference: dict[str, Any]) -> tuple[list[str], str]:
-    """Compare a fresh run's results with the committed ones of the same run.
-
-    Returns ``(problems, summary)``: one line per problem (a claim verdict or text that changed, a claim or metric
-    added or removed, a metric beyond its :data:`METRIC_TOLERANCE` (default exact), other code or configuration
-    than the committed file records) and a one-line summary naming the largest metric deviation. Timing metrics
-    and claims are left out.
-    """
-    problems = []
-    new_files, old_files = new.get("provenance", {}), reference.get("provenance", {})
-    if new_files != old_files:
-        problems.append("the committed results were made by other code or configuration (rerun the notebook)")
-    new_c, old_c = comparable(new), comparable(reference)
-    new_claims = {c["id"]: c for c in new_c["claims"]}
-    old_claims = {c["id"]: c for c in old_c["claims"]}
-    for claim_id in sorted(set(new_claims) ^ set(old_claims)):
-        problems.append(f"claim {claim_id} is {'new' if claim_id in new_claims else 'gone'}")
-    for claim_id in sorted(set(new_claims) & set(old_claims)):
-        fresh, committed = new_claims[claim_id], old_claims[claim_id]
-        if fresh["holds"] != committed["holds"]:
-            problems.append(f"claim {claim_id}: verdict {committed['holds']} -> {fresh['holds']}")
-        elif fresh != committed:
-            problems.append(f"claim {claim_id}: measured {committed['measured']!r} -> {fresh['measured']!r}")
-    new_m, old_m = new_c["metrics"], old_c["metrics"]
-    for name in sorted(set(new_m) ^ set(old_m)):
-        problems.append(f"metric {name} is {'new' if name in new_m else 'gone'}")
-    largest, worst = 0.0, "none"
-    for name in sorted(set(new_m) & set(old_m)):
-        deviation = abs(new_m[name] - old_m[name])
-        if deviation > largest:
-            largest, worst = deviation, name
-        if deviation > METRIC_TOLERANCE.get(name, 0.0):
-            problems.append(f"metric {name}: {old_m[name]!r} -> {new_m[name]!r}")
-    same = sum(new_claims[c]["holds"] == old_claims[c]["holds"] for c in set(new_claims) & set(old_claims))
-    summary = (f"{len(new_m)} metrics compared (timings aside), largest deviation {largest:.3g} ({worst}); "
-               f"{len(new_claims)} claims, {same} verdicts as committed")
-    return problems, summary
-
-
-def compare_outputs(new_root: Path, reference_root: Path) -> int:
-    """Compare every results file (and its figures) under ``new_root`` with the one under ``reference_root``;
-    print a line per run and per problem; return the number of problems (no results at all counts as one)."""
-    new_files = sorted((Path(new_root) / "results").glob("*.json"))
-    if not new_files:
-        print(f"compare: no results under {new_root}/results: did the notebooks run?")
-        return 1
-    problems = 0
-    for path in new_files:
-        committed = Path(reference_root) / "results" / path.name
-        if not committed.exists():
-            print(f"{path.stem}: no committed results to compare with ({_shown(committed)})")
-            problems += 1
-            continue
-        found, summary = compare_runs(json.loads(path.read_text()), json.loads(committed.read_text()))
-        found += _compare_figures(Path(new_root) / "figures" / path.stem, Path(reference_root) / "figures" / path.stem)
-        print(f"{path.stem}: {summary}; {'OK' if not found else f'{len(found)} problem(s)'}")
-        for line in found:
-            print(f"  {line}")
-        problems += len(found)
-    return problems
-
-
-def _compare_figures(new_folder: Path, reference_folder: Path) -> list[str]:
-    """One line per figure that is missing, new or not byte-identical."""
-    new = {p.name: p for p in new_folder.glob("*.png")}
-    old = {p.name: p for p in reference_folder.glob("*.png")}
-    lines = [f"figure {name} is {'new' if name in new else 'gone'}" for name in sorted(set(new) ^ set(old))]
-    lines += [f"figure {name} differs from the committed one" for name in sorted(set(new) & set(old))
-              if new[name].read_bytes() != old[name].read_bytes()]
-    return lines
-
-
-def _main(argv: list[str]) -> None:
-    if len(argv) == 3 and argv[0] == "compare":
-        problems = compare_outputs(Path(argv[1]), Path(argv[2]))
-        print(f"compare: {'all runs as committed' if not problems else f'{problems} problem(s)'}")
-        sys.exit(1 if problems else 0)
-    if len(argv) != 1:
-        sys.exit("usage: python -m helpers.results README.md\n"
-                 "       python -m helpers.results compare NEW_ROOT REFERENCE_ROOT")
-    changed = update_readme(Path(argv[0]))
-    print(f"{argv[0]}: results table {'updated' if changed else 'unchanged'}")
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m helpers.results README.md")
+    changed = update_readme(Path(sys.argv[1]))
+    print(f"{sys.argv[1]}: results table {'updated' if changed else 'unchanged'}")
     for written in write_seed_summaries():
         print(f"{written}: summary over seeds")
-
-
-if __name__ == "__main__":
-    _main(sys.argv[1:])

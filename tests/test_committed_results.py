@@ -5,8 +5,8 @@ import json
 
 import pytest
 
+from helpers.freshness import stale_reasons
 from helpers.paths import project_root
-from helpers.results import stale_reasons
 
 COMMITTED = sorted((project_root() / "results").glob("*.json"))
 
@@ -25,3 +25,10 @@ def test_committed_results_match_the_code(path):
                + (f' PARAMS="{params}"' if params else ""))
     assert not reasons, (f"{path.name} is stale: {'; '.join(reasons)}. Rerun notebook {record['notebook']} "
                          f"({command}) and commit its results and figures.")
+
+
+@pytest.mark.parametrize("path", COMMITTED[:1])
+def test_the_checking_machinery_is_not_part_of_any_results_provenance(path):
+    """Changing how results are checked or runs are planned must never make the results stale."""
+    for record in (json.loads(p.read_text()) for p in COMMITTED):
+        assert not {"helpers/freshness.py", "helpers/preflight.py"} & set(record["provenance"]["files"])

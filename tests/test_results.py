@@ -2,37 +2,19 @@ import json
 
 import numpy as np
 import pytest
+from demo_results import seed_run, timed_run
 
-from helpers.config import NotebookSpec, Param, resolve
+from helpers.config import NotebookSpec, resolve
 from helpers.results import (
     RunRecord,
     aggregate_seeds,
-    compare_outputs,
-    compare_runs,
     load_records,
-    stale_reasons,
     summary_markdown,
     update_readme,
     write_seed_summaries,
 )
 
-
-def _write_demo_notebook(root, code="from helpers import retrieval\nx = 1\n", prose="# Demo"):
-    notebook = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": [prose]},
-                          {"cell_type": "code", "metadata": {}, "source": [code], "outputs": [],
-                           "execution_count": None}],
-                "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
-    (root / "notebooks").mkdir(exist_ok=True)
-    (root / "notebooks" / "00_demo.ipynb").write_text(json.dumps(notebook))
-
-
-@pytest.fixture(autouse=True)
-def demo_root(tmp_path_factory, monkeypatch):
-    """A repository root holding the notebook ``00_demo`` (its provenance is read from there)."""
-    root = tmp_path_factory.mktemp("root")
-    _write_demo_notebook(root)
-    monkeypatch.setenv("WORKBENCH_ROOT", str(root))
-    return root
+pytestmark = pytest.mark.usefixtures("demo_root")  # results read the demo notebook's provenance
 
 
 def _record():
@@ -97,21 +79,9 @@ def test_runs_other_than_the_default_get_their_own_file(tmp_path):
     assert resolve("00_demo", NotebookSpec(), SCALE="small", SEED=0, DEVICE="cpu").run_name == "00_demo"
 
 
-STEPS_SPEC = NotebookSpec(params={"TRAIN_STEPS": Param(int, minimum=1, optional=True)},
-                          presets={"small": {"train_steps": 100}, "full": {"train_steps": 10_000}})
-
-
-def _seed_run(seed: int, omes: float, noise_holds: bool, scale: str = "small", steps: int | None = None):
-    record = RunRecord(resolve("00_demo", STEPS_SPEC, SCALE=scale, SEED=seed, DEVICE="cpu", TRAIN_STEPS=steps))
-    record.metric("omes_oracle", omes)
-    record.claim("oracle", "An oracle scores near 1", "≈ 1", f"{omes:.2f}", holds=omes > 0.9)
-    record.claim("noise", "Noise scores low", "≈ 0", "x", holds=noise_holds)
-    return record
-
-
 def test_aggregate_seeds_counts_claims_and_summarises_metrics(tmp_path):
     for seed, omes, noise in [(0, 0.97, False), (1, 0.95, True), (2, 0.87, False)]:
-        _seed_run(seed, omes, noise).write(tmp_path)
+        seed_run(seed, omes, noise).write(tmp_path)
     records = load_records(tmp_path)
     summary = aggregate_seeds(records)
     assert summary["seeds"] == [0, 1, 2]
@@ -130,7 +100,7 @@ def test_aggregate_seeds_counts_claims_and_summarises_metrics(tmp_path):
 
 
 def test_aggregate_seeds_rejects_mixed_or_duplicate_runs(tmp_path):
-    small, full = _seed_run(0, 0.9, True).to_dict(), _seed_run(1, 0.9, True, scale="full").to_dict()
+    small, full = seed_run(0, 0.9, True).to_dict(), seed_run(1, 0.9, True, scale="full").to_dict()
     with pytest.raises(ValueError, match="one notebook at one scale"):
         aggregate_seeds([small, full])
     with pytest.raises(ValueError, match="duplicate seeds"):
@@ -144,7 +114,7 @@ def test_aggregate_seeds_rejects_mixed_or_duplicate_runs(tmp_path):
 
 def test_seed_summaries_name_mixed_commits_and_drop_stale_files(tmp_path):
     for seed in (0, 1):
-        path = _seed_run(seed, 0.95, True).write(tmp_path)
+        path = seed_run(seed, 0.95, True).write(tmp_path)
         record = json.loads(path.read_text())
         record["git_sha"] = f"{seed}" * 40  # as if each seed ran at another commit
         path.write_text(json.dumps(record))
@@ -159,8 +129,8 @@ def test_seed_summaries_name_mixed_commits_and_drop_stale_files(tmp_path):
 
 def test_runs_with_overrides_are_recorded_and_kept_apart(tmp_path):
     for seed in (0, 1):
-        _seed_run(seed, 0.95, True).write(tmp_path)
-        _seed_run(seed, 0.60, False, steps=5).write(tmp_path)
+        seed_run(seed, 0.95, True).write(tmp_path)
+        seed_run(seed, 0.60, False, steps=5).write(tmp_path)
     reduced = json.loads((tmp_path / "00_demo@small-seed0-train_steps5.json").read_text())
     assert reduced["overrides"] == {"TRAIN_STEPS": 5}
     with pytest.raises(ValueError, match="same overrides"):
@@ -176,76 +146,18 @@ def test_runs_with_overrides_are_recorded_and_kept_apart(tmp_path):
 
 
 def test_files_from_before_overrides_were_recorded_still_load(tmp_path):
-    record = _seed_run(0, 0.95, True).to_dict()
+    record = seed_run(0, 0.95, True).to_dict()
     del record["overrides"]
     (tmp_path / "00_demo.json").write_text(json.dumps(record))
     assert load_records(tmp_path)[0]["overrides"] == {}
     assert "| 00_demo | An oracle scores near 1 |" in summary_markdown(tmp_path)
 
 
-def test_provenance_follows_code_and_configuration_not_prose(demo_root):
-    record = _seed_run(0, 0.95, True).to_dict()
-    assert stale_reasons(record, STEPS_SPEC) == []
-    _write_demo_notebook(demo_root, prose="# Demo, reworded")
-    assert stale_reasons(record, STEPS_SPEC) == []
-    _write_demo_notebook(demo_root, code="from helpers import retrieval\nx = 2\n")
-    assert stale_reasons(record, STEPS_SPEC) == ["notebooks/00_demo.ipynb changed"]
-    _write_demo_notebook(demo_root, code="from helpers import plotting\nx = 1\n")
-    reasons = stale_reasons(record, STEPS_SPEC)
-    assert "helpers/plotting.py is now imported" in reasons and "helpers/retrieval.py is no longer imported" in reasons
-    _write_demo_notebook(demo_root)
-    other_preset = NotebookSpec(params=STEPS_SPEC.params, presets={"small": {"train_steps": 200}})
-    assert stale_reasons(record, other_preset) == ["the resolved configuration (a preset value) changed"]
-    del record["provenance"]
-    assert stale_reasons(record, STEPS_SPEC) == ["written before results recorded their provenance"]
-
-
-def _timed_run(seconds: float, omes: float = 0.95):
-    record = _seed_run(0, omes, True)
-    record.metric("omes_seconds", seconds, timing=True)
-    record.claim("fast", "OMES is fast", "cheap", f"{seconds:.2f} s", holds=seconds < 2, timing=True)
-    return record
-
-
 def test_rerun_with_the_same_numbers_leaves_the_file_alone(tmp_path):
-    path = _timed_run(0.5).write(tmp_path)
+    path = timed_run(0.5).write(tmp_path)
     committed = path.read_bytes()
-    _timed_run(0.7).write(tmp_path)  # only a timing changed
+    timed_run(0.7).write(tmp_path)  # only a timing changed
     assert path.read_bytes() == committed
-    _timed_run(0.7, omes=0.96).write(tmp_path)  # a number changed
+    timed_run(0.7, omes=0.96).write(tmp_path)  # a number changed
     assert json.loads(path.read_text())["metrics"]["omes_oracle"] == pytest.approx(0.96)
     assert (path.stat().st_mode & 0o777) == 0o644
-
-
-def test_compare_runs_names_every_change_but_timings():
-    committed = _timed_run(0.5).to_dict()
-    problems, summary = compare_runs(_timed_run(3.0).to_dict(), committed)
-    assert problems == [] and "largest deviation 0 (none)" in summary
-    problems, summary = compare_runs(_timed_run(0.5, omes=0.85).to_dict(), committed)
-    assert "claim oracle: verdict True -> False" in problems
-    assert any(line.startswith("metric omes_oracle: 0.95") for line in problems)
-    assert "largest deviation 0.1 (omes_oracle)" in summary
-    changed_code = _timed_run(0.5).to_dict()
-    changed_code["provenance"]["config"] = "0" * 16
-    assert compare_runs(changed_code, committed)[0] == [
-        "the committed results were made by other code or configuration (rerun the notebook)"]
-    extra = _timed_run(0.5)
-    extra.metric("new_metric", 1.0)
-    assert compare_runs(extra.to_dict(), committed)[0] == ["metric new_metric is new"]
-
-
-def test_compare_outputs_checks_results_and_figures(tmp_path, capsys):
-    new, reference = tmp_path / "new", tmp_path / "reference"
-    for root in (new, reference):
-        _timed_run(0.5).write(root / "results")
-        (root / "figures" / "00_demo").mkdir(parents=True)
-        (root / "figures" / "00_demo" / "plot.png").write_bytes(b"png")
-    assert compare_outputs(new, reference) == 0
-    assert ("00_demo: 1 metrics compared (timings aside), largest deviation 0 (none); 2 claims, 2 verdicts as "
-            "committed; OK") in capsys.readouterr().out
-    (new / "figures" / "00_demo" / "plot.png").write_bytes(b"other png")
-    (new / "figures" / "00_demo" / "extra.png").write_bytes(b"png")
-    assert compare_outputs(new, reference) == 2
-    out = capsys.readouterr().out
-    assert "figure plot.png differs from the committed one" in out and "figure extra.png is new" in out
-    assert compare_outputs(tmp_path / "empty", reference) == 1
