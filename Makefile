@@ -35,8 +35,9 @@ SMOKE_PARAMS_03 := SOURCE_STEPS=200 FINETUNE_STEPS=50
 SMOKE_PARAMS_04 := STAGE1_STEPS=200 SEPARATOR_STEPS=200
 
 export HF_HUB_OFFLINE := 1
-export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
+# No MPLBACKEND here: a notebook kernel must keep matplotlib's inline backend, or the executed notebooks (and the
+# book) hold no figures. The saved PNGs are byte-identical under either backend; tests set Agg in tests/conftest.py.
 
 .PHONY: setup notebooks test lint bench gpu-smoke clean-executed
 
@@ -56,7 +57,7 @@ notebooks: setup
 	params=(); for pair in $(PARAMS); do params+=(-p "$${pair%%=*}" "$${pair#*=}"); done; \
 	while read -r nb seed run; do \
 	  echo "== $$nb (SCALE=$(SCALE) SEED=$$seed DEVICE=$(DEVICE) $(PARAMS)) -> $$run"; \
-	  $(PY) -m papermill "$$nb" "build/executed/.$$run.running.ipynb" \
+	  env -u MPLBACKEND $(PY) -m papermill "$$nb" "build/executed/.$$run.running.ipynb" \
 	    -k $(KERNEL) --cwd notebooks \
 	    -p SCALE $(SCALE) -p SEED $$seed -p DEVICE $(DEVICE) "$${params[@]}" < /dev/null \
 	    || { mv "build/executed/.$$run.running.ipynb" "build/executed/$$run.failed.ipynb" 2>/dev/null; \
@@ -85,7 +86,7 @@ gpu-smoke: setup
 	    && [ -n "$$run" ] || exit 1; \
 	  echo "== $$nb (SCALE=$(SMOKE_SCALE) DEVICE=$(SMOKE_DEVICE) $$p) -> $(SMOKE_OUTPUT)/executed/$$run.ipynb"; \
 	  start=$$(date +%s); \
-	  WORKBENCH_OUTPUT=$(SMOKE_OUTPUT) $(PY) -m papermill "$$nb" "$(SMOKE_OUTPUT)/executed/$$run.ipynb" \
+	  env -u MPLBACKEND WORKBENCH_OUTPUT=$(SMOKE_OUTPUT) $(PY) -m papermill "$$nb" "$(SMOKE_OUTPUT)/executed/$$run.ipynb" \
 	    -k $(KERNEL) --cwd notebooks -p SCALE $(SMOKE_SCALE) -p SEED 0 -p DEVICE $(SMOKE_DEVICE) "$${params[@]}" \
 	    || exit 1; \
 	  echo "== $$nb finished in $$(( $$(date +%s) - start )) s"; \

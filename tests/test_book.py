@@ -163,3 +163,33 @@ def test_missing_default_run_fails_in_one_line(tmp_path, capsys):
                  "--out", str(tmp_path / "book")]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "01_tiny.ipynb is missing" in err and "make notebooks" in err
+
+
+def test_executed_notebooks_keep_their_figures(tmp_path, monkeypatch):
+    """make notebooks runs papermill without MPLBACKEND: the kernel keeps the inline backend, so the executed notebook
+    (and the book) shows each figure, and the PNG that savefig writes is the same as under Agg."""
+    import nbformat
+    import papermill
+
+    from helpers.paths import project_root
+
+    recipe = (project_root() / "Makefile").read_text()
+    assert "export MPLBACKEND" not in recipe and "env -u MPLBACKEND $(PY) -m papermill" in recipe
+    code = ("import matplotlib.pyplot as plt\nfrom helpers.plotting import savefig, use_style\nuse_style()\n"
+            "fig, ax = plt.subplots()\nax.plot([0, 1], [1, 0])\nsavefig(fig, 'demo', 'line')\n")
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    notebook.metadata["kernelspec"] = {"name": "workbench", "display_name": "Python (workbench)", "language": "python"}
+    nbformat.write(notebook, tmp_path / "plot.ipynb")
+    pngs = {}
+    for backend in ("inline", "Agg"):
+        if backend == "Agg":
+            monkeypatch.setenv("MPLBACKEND", "Agg")
+        else:
+            monkeypatch.delenv("MPLBACKEND", raising=False)
+        monkeypatch.setenv("WORKBENCH_OUTPUT", str(tmp_path / backend))
+        done = papermill.execute_notebook(str(tmp_path / "plot.ipynb"), str(tmp_path / f"{backend}.ipynb"),
+                                          kernel_name="workbench", progress_bar=False)
+        shown = [o for o in done.cells[0].outputs if "image/png" in o.get("data", {})]
+        assert bool(shown) == (backend == "inline")
+        pngs[backend] = (tmp_path / backend / "figures" / "demo" / "line.png").read_bytes()
+    assert pngs["inline"] == pngs["Agg"]
