@@ -25,10 +25,14 @@ def test_savefig_writes_identical_png_twice(tmp_path):
 
 def test_default_location_is_figures_of_the_notebook(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_ROOT", str(tmp_path))
+    monkeypatch.delenv("WORKBENCH_OUTPUT", raising=False)
     fig = _figure()
     path = savefig(fig, "00_demo", "curve")
-    plt.close(fig)
     assert path == tmp_path / "figures" / "00_demo" / "curve.png"
+    monkeypatch.setenv("WORKBENCH_OUTPUT", "build/test-outputs")  # what make test sets: nothing tracked is touched
+    assert savefig(fig, "00_demo", "curve") == tmp_path / "build" / "test-outputs" / "figures" / "00_demo" / "curve.png"
+    plt.close(fig)
+    assert (path.stat().st_mode & 0o777) == 0o644
 
 
 @pytest.mark.parametrize("name", ["curve.png", "../escape", "", "a/b"])
