@@ -75,8 +75,7 @@ def compare_runs(new: dict[str, Any], reference: dict[str, Any]) -> tuple[list[s
     and claims are left out.
     """
     problems = []
-    new_files, old_files = new.get("provenance", {}), reference.get("provenance", {})
-    if new_files != old_files:
+    if new.get("provenance") != reference.get("provenance"):
         problems.append("the committed results were made by other code or configuration (rerun the notebook)")
     new_c, old_c = comparable(new), comparable(reference)
     new_claims = {c["id"]: c for c in new_c["claims"]}
