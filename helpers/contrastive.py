@@ -50,8 +50,21 @@ def _labels(y: torch.Tensor, batch: int) -> torch.Tensor:
     return y.to(torch.bool)
 
 
-def reconstruction_loss(tokens: torch.Tensor, salient: torch.Tensor, common: torch.Tensor) -> torch.Tensor:
-    """``L_rec = E_b ‖Z − (Ẑ_S + Ẑ_C)‖²``: squared error summed over tokens and channels, mean over the batch.
+REDUCTIONS = ("sum", "mean")
+
+
+def _squared_norm(x: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Per item of x (B, …): ``‖x‖²`` (``"sum"``, the paper's norms) or its mean per element (``"mean"``)."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    squares = x.pow(2).flatten(1)
+    return squares.sum(1) if reduction == "sum" else squares.mean(1)
+
+
+def reconstruction_loss(tokens: torch.Tensor, salient: torch.Tensor, common: torch.Tensor,
+                        reduction: str = "sum") -> torch.Tensor:
+    """``L_rec = E_b ‖Z − (Ẑ_S + Ẑ_C)‖²``: squared error summed over tokens and channels (``reduction="mean"``:
+    averaged over them), mean over the batch.
 
     Args:
         tokens: ``Z`` (B, K, d).
@@ -61,22 +74,25 @@ def reconstruction_loss(tokens: torch.Tensor, salient: torch.Tensor, common: tor
     if tokens.shape != common.shape:
         raise ValueError(f"tokens {tuple(tokens.shape)} and common {tuple(common.shape)} must have one shape")
     residual = tokens - (_broadcast_salient(salient, common) + common)
-    return residual.pow(2).flatten(1).sum(1).mean()
+    return _squared_norm(residual, reduction).mean()
 
 
 def pinning_loss(salient: torch.Tensor, y: torch.Tensor, weight_background: float = 1.0,
-                 weight_target: float = 0.1) -> torch.Tensor:
+                 weight_target: float = 0.1, reduction: str = "sum") -> torch.Tensor:
     """``L_pin = E[w_0 1{Y=0} ‖Ẑ_S‖² + w_1 1{Y=1} exp(−‖Ẑ_S‖²)]`` (weights 1 and 0.1 in the paper).
 
     The background term pins the salient code to zero where the target's factors are absent; the target term
-    keeps it away from zero (without it, ``Ẑ_S = 0`` everywhere meets the other conditions).
+    keeps it away from zero (without it, ``Ẑ_S = 0`` everywhere meets the other conditions). With the paper's
+    norm (``reduction="sum"``) the target term vanishes once ``‖Ẑ_S‖`` passes about 1.5, small against tokens of
+    norm ≈ 12; with ``"mean"`` (squares averaged per element) it keeps pushing until the salient code is about as
+    large per element as the tokens are.
 
     Args:
         salient: ``Ẑ_S`` (B, …), squared norm taken over all but the batch dimension.
         y: (B,) dataset labels, 0 = background, 1 = target.
     """
     is_target = _labels(y, salient.shape[0])
-    squared = salient.pow(2).flatten(1).sum(1)
+    squared = _squared_norm(salient, reduction)
     per_item = torch.where(is_target, weight_target * torch.exp(-squared), weight_background * squared)
     return per_item.mean()
 
@@ -93,8 +109,9 @@ def swap_tokens(salient: torch.Tensor, common: torch.Tensor, salient_from: torch
 
 
 def cycle_loss(salient_mix: torch.Tensor, common_mix: torch.Tensor, salient_b: torch.Tensor,
-               common_a: torch.Tensor) -> torch.Tensor:
-    """``L_cyc = E[‖Ẑ_C^mix − Ẑ_C^a‖² + ‖Ẑ_S^mix − Ẑ_S^b‖²]``: re-encoding the swap returns its parts.
+               common_a: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+    """``L_cyc = E[‖Ẑ_C^mix − Ẑ_C^a‖² + ‖Ẑ_S^mix − Ẑ_S^b‖²]``: re-encoding the swap returns its parts (norms
+    as in :func:`reconstruction_loss`).
 
     Args:
         salient_mix, common_mix: the (EMA) separator's outputs on ``Z^mix = Ẑ_C^a + Ẑ_S^b``.
@@ -103,9 +120,7 @@ def cycle_loss(salient_mix: torch.Tensor, common_mix: torch.Tensor, salient_b: t
     """
     if salient_mix.shape != salient_b.shape or common_mix.shape != common_a.shape:
         raise ValueError("each re-encoded part must have the shape of the part put into the mix")
-    common_term = (common_mix - common_a).pow(2).flatten(1).sum(1)
-    salient_term = (salient_mix - salient_b).pow(2).flatten(1).sum(1)
-    return (common_term + salient_term).mean()
+    return (_squared_norm(common_mix - common_a, reduction) + _squared_norm(salient_mix - salient_b, reduction)).mean()
 
 
 class _GradReverse(torch.autograd.Function):

@@ -48,24 +48,25 @@ SPEC = NotebookSpec(
         "STAGE1_STEPS": Param(int, minimum=1, optional=True),
         "SEPARATOR_STEPS": Param(int, minimum=1, optional=True),
         "PATCH_ENCODER_PATH": Param(str, existing_path=True),
+        "ALIGNED": Param(bool),
     },
     presets={
         # CPU minutes: 16 px faces, a small frozen autoencoder's 32 × 4 × 4 latents, a two-level UNet, 8 tokens
         # of width 32, a few thousand steps at most.
         "small": {
             "image_size": 16, "n_background": 2000, "n_target": 2000, "n_test": 500,
-            "codec_steps": 600, "codec_batch": 64, "codec_lr": 2e-3, "codec_channels": 32,
-            "stage1_steps": 1500, "stage1_batch": 128, "stage1_lr": 3e-3, "unet_channels": (32, 64),
+            "codec_steps": 3000, "codec_batch": 64, "codec_lr": 2e-3, "codec_channels": 32,
+            "stage1_steps": 1000, "stage1_batch": 128, "stage1_lr": 1e-3, "unet_channels": (32, 64),
             "token_dim": 32, "num_tokens": 8, "sample_steps": 8, "steps_grid": (1, 2, 4, 8, 16),
             "patch_encoder_size": 112, "query_depth": 1,
             "separator_depth": 2, "separator_heads": 4, "separator_hidden": 128,
             "separator_steps": 1500, "separator_batch": 128, "separator_lr": 1e-3, "lambda_rate": 0.99,
-            "target_accuracy": 0.8, "ema_decay": 0.99,
+            "target_accuracy": 0.8, "ema_decay": 0.99, "pin_target_weight": 0.01,
             "splitter_steps": 1000, "splitter_batch": 128, "splitter_lr": 1e-3,
             "cvae_steps": 1000, "cvae_batch": 64, "cvae_lr": 1e-3, "cvae_common_dim": 8, "cvae_salient_dim": 4,
             "cvae_weight_background": 1e3, "cvae_weight_salient": 1e2,
             "cpca_alpha": 1.0, "cpca_components": 4,
-            "probe_steps": 500, "probe_batch": 128, "probe_lr": 2e-3, "swap_pairs": 500, "omes_pairs": 200,
+            "probe_steps": 1500, "probe_batch": 128, "probe_lr": 2e-3, "swap_pairs": 500, "omes_pairs": 200,
             "feature_images": 200,
             "toy_n": 1000, "toy_dim": 8, "toy_salient_dim": 2, "toy_common_dim": 4,
             "digits_n": 1500, "digits_size": 16,
@@ -74,14 +75,14 @@ SPEC = NotebookSpec(
         # of steps.
         "full": {
             "image_size": 64, "n_background": 20_000, "n_target": 20_000, "n_test": 2000,
-            "codec_steps": 5000, "codec_batch": 128, "codec_lr": 1e-3, "codec_channels": 32,
+            "codec_steps": 20_000, "codec_batch": 128, "codec_lr": 1e-3, "codec_channels": 32,
             "stage1_steps": 30_000, "stage1_batch": 128, "stage1_lr": 3e-4, "unet_channels": (64, 128, 128),
             "token_dim": 64, "num_tokens": 16, "sample_steps": 20, "steps_grid": (1, 2, 4, 8, 20, 50),
             # the paper's cross-query depth (4) and separator (5 layers, FFN 512; 8 heads divide our width 64)
             "patch_encoder_size": 224, "query_depth": 4,
             "separator_depth": 5, "separator_heads": 8, "separator_hidden": 512,
             "separator_steps": 20_000, "separator_batch": 1024, "separator_lr": 1e-4, "lambda_rate": 0.999,
-            "target_accuracy": 0.8, "ema_decay": 0.999,
+            "target_accuracy": 0.8, "ema_decay": 0.999, "pin_target_weight": 0.01,
             "splitter_steps": 10_000, "splitter_batch": 256, "splitter_lr": 1e-3,
             "cvae_steps": 20_000, "cvae_batch": 128, "cvae_lr": 1e-3, "cvae_common_dim": 16, "cvae_salient_dim": 6,
             "cvae_weight_background": 1e4, "cvae_weight_salient": 1e3,
@@ -104,34 +105,46 @@ class FacesSplit:
         y: (n,) int64 dataset labels (0 background, 1 target).
         common: (n, 6) int64 common factors (``faces.COMMON`` order).
         salient: (n, 2) int64 salient factors (``faces.SALIENT`` order), −1 on the background.
+        aligned: every face has the same pose (``faces.ALIGNED_POSE``).
     """
 
     images: torch.Tensor
     y: torch.Tensor
     common: np.ndarray
     salient: np.ndarray
+    aligned: bool = False
+
+    @property
+    def common_names(self) -> tuple[str, ...]:
+        """The common factors that vary in this split (the pose is fixed on aligned faces)."""
+        return faces.varying_common_names(self.aligned)
+
+    @property
+    def varying_common(self) -> np.ndarray:
+        """(n, len(common_names)) int64: the columns of :attr:`common` that vary."""
+        return self.common[:, [faces.COMMON.index(name) for name in self.common_names]]
 
     @property
     def probe_labels(self) -> dict[str, torch.Tensor]:
-        """``{factor: (n,) class}`` for :class:`helpers.models.diffca.FactorProbe`; salient classes shifted by one so
-        that 0 means "no glasses"."""
-        labels = {name: torch.from_numpy(self.common[:, j]) for j, name in enumerate(faces.COMMON.names)}
+        """``{factor: (n,) class}`` for :class:`helpers.models.diffca.FactorProbe`, over the varying common factors
+        and the salient ones; salient classes shifted by one so that 0 means "no glasses"."""
+        labels = {name: torch.from_numpy(self.common[:, faces.COMMON.index(name)]) for name in self.common_names}
         labels.update({name: torch.from_numpy(self.salient[:, j] + 1) for j, name in enumerate(faces.SALIENT.names)})
         return labels
 
     @property
     def probe_classes(self) -> dict[str, int]:
         """``{factor: number of classes}`` of :attr:`probe_labels` (a salient factor has "none" as one more)."""
-        classes = dict(zip(faces.COMMON.names, faces.COMMON.sizes, strict=True))
+        classes = {name: faces.COMMON.sizes[faces.COMMON.index(name)] for name in self.common_names}
         classes.update({name: size + 1 for name, size in zip(faces.SALIENT.names, faces.SALIENT.sizes, strict=True)})
         return classes
 
 
-def faces_split(n_background: int, n_target: int, image_size: int, seed: int) -> FacesSplit:
+def faces_split(n_background: int, n_target: int, image_size: int, seed: int, aligned: bool = False) -> FacesSplit:
     """A seeded :func:`helpers.data.faces.contrastive_dataset` as a :class:`FacesSplit`."""
-    data = faces.contrastive_dataset(n_background, n_target, np.random.default_rng(seed), image_size)
+    data = faces.contrastive_dataset(n_background, n_target, np.random.default_rng(seed), image_size, aligned)
     return FacesSplit(torch.from_numpy(data["images"]) * 2 - 1, torch.from_numpy(data["y"]), data["common"],
-                      data["salient"])
+                      data["salient"], aligned)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -169,7 +182,8 @@ def identifiability_table(n: int, *, dim: int, salient_dim: int, common_dim: int
 def study_stage1(cfg, train: FacesSplit) -> tuple[diffca.Stage1, dict[str, list[float]]]:
     """Diff-CA's stage 1 on the training images (cached, resumable): first the frozen latent codec (the stand-in
     for the paper's VAE and, without ``cfg.patch_encoder_path``, its DINOv3 patch features), then the token
-    encoder and the flow-matching UNet in its latent space. With ``cfg.patch_encoder_path`` the tokens read the
+    encoder and the flow-matching UNet in its latent space, predicting the clean latent with a linear read-out of
+    the tokens added (:class:`helpers.models.diffca.Stage1`). With ``cfg.patch_encoder_path`` the tokens read the
     patch features of that local DINOv3 / DINOv2 / DINO checkpoint at ``cfg.patch_encoder_size`` px instead.
     ``history`` holds the codec's ``codec_loss`` and the generator's ``loss`` per step."""
     codec, codec_history = cached_step("diffca-codec", diffca.train_codec, resumable=True, images=train.images,
@@ -190,14 +204,21 @@ def _train_stage1(*, images: torch.Tensor, codec: diffca.LatentCodec, patch_vit:
                   block_out_channels: tuple[int, ...], query_depth: int, device: str,
                   checkpoint: Checkpoint | None = None) -> tuple[diffca.Stage1, dict[str, list[float]]]:
     """The cached step of :func:`study_stage1`: :func:`helpers.models.diffca.train_stage1` with global conditioning,
-    in ``codec``'s latent space, the tokens reading ``patch_vit``'s patches at ``patch_size`` px when given (else
-    the codec's encoder features); the model returned on the CPU."""
+    clean-latent prediction and the token read-out, in ``codec``'s latent space, the tokens reading ``patch_vit``'s
+    patches at ``patch_size`` px when given (else the codec's encoder features); the model returned on the CPU."""
     patches = vit.FrozenPatches(patch_vit, patch_size) if patch_vit is not None else None
     model, history = diffca.train_stage1(images, steps=steps, batch_size=batch_size, lr=lr, seed=seed, dim=dim,
                                          num_tokens=num_tokens, block_out_channels=block_out_channels, codec=codec,
                                          global_conditioning=True, patch_encoder=patches, query_depth=query_depth,
-                                         checkpoint=checkpoint, device=device)
+                                         prediction="clean", token_readout=True, checkpoint=checkpoint,
+                                         device=device)
     return model.cpu(), history
+
+
+def untrained_separator(cfg) -> separator.Separator:
+    """The control: a separator of the trained one's shape with its initial weights, never trained."""
+    return separator.Separator(cfg.token_dim, cfg.num_tokens, cfg.separator_depth, cfg.separator_heads,
+                               cfg.separator_hidden, seed=cfg.seed).eval()
 
 
 def study_separator(cfg, tokens: torch.Tensor, y: torch.Tensor) -> tuple[separator.Separator, dict]:
@@ -205,19 +226,20 @@ def study_separator(cfg, tokens: torch.Tensor, y: torch.Tensor) -> tuple[separat
     return cached_step("diffca-separator", _train_separator, resumable=True, device=cfg.device, tokens=tokens, y=y,
                        steps=cfg.separator_steps, batch_size=cfg.separator_batch, lr=cfg.separator_lr, seed=cfg.seed,
                        depth=cfg.separator_depth, heads=cfg.separator_heads, hidden=cfg.separator_hidden,
-                       lambda_rate=cfg.lambda_rate, target_accuracy=cfg.target_accuracy, ema_decay=cfg.ema_decay)
+                       lambda_rate=cfg.lambda_rate, target_accuracy=cfg.target_accuracy, ema_decay=cfg.ema_decay,
+                       pin_target_weight=cfg.pin_target_weight)
 
 
 def _train_separator(*, tokens: torch.Tensor, y: torch.Tensor, steps: int, batch_size: int, lr: float, seed: int,
                      depth: int, heads: int, hidden: int, lambda_rate: float, target_accuracy: float,
-                     ema_decay: float, device: str,
+                     ema_decay: float, pin_target_weight: float, device: str,
                      checkpoint: Checkpoint | None = None) -> tuple[separator.Separator, dict]:
     """:func:`helpers.models.separator.train_separator`, the model returned on the CPU (the cached step of
     :func:`study_separator`)."""
     model, history = separator.train_separator(
         tokens, y, steps=steps, batch_size=batch_size, lr=lr, seed=seed, depth=depth, heads=heads, hidden=hidden,
-        lambda_rate=lambda_rate, target_accuracy=target_accuracy, ema_decay=ema_decay, checkpoint=checkpoint,
-        device=device)
+        lambda_rate=lambda_rate, target_accuracy=target_accuracy, ema_decay=ema_decay,
+        weight_pin_target=pin_target_weight, checkpoint=checkpoint, device=device)
     return model.cpu(), history
 
 
@@ -260,7 +282,9 @@ def _train_cvae(*, images: torch.Tensor, y: torch.Tensor, steps: int, batch_size
 
 
 def study_probe(cfg, train: FacesSplit) -> diffca.FactorProbe:
-    """The factor probe, trained on the real training images and all their factors (cached, resumable)."""
+    """The factor probe, trained on the real training images and all their varying factors, with blur and noise
+    augmentation (:func:`helpers.models.diffca.degrade`) so that it reads generated images too (cached,
+    resumable)."""
     return cached_step("faces-probe", _train_probe, resumable=True, images=train.images, labels=train.probe_labels,
                        classes=train.probe_classes, steps=cfg.probe_steps, batch_size=cfg.probe_batch,
                        lr=cfg.probe_lr, seed=cfg.seed)
@@ -270,7 +294,7 @@ def _train_probe(*, images: torch.Tensor, labels: dict[str, torch.Tensor], class
                  batch_size: int, lr: float, seed: int, checkpoint: Checkpoint | None = None) -> diffca.FactorProbe:
     """:func:`helpers.models.diffca.train_factor_probe` without its history (the cached step of :func:`study_probe`)."""
     model, _ = diffca.train_factor_probe(images, labels, classes, steps=steps, batch_size=batch_size, lr=lr,
-                                         seed=seed, checkpoint=checkpoint)
+                                         seed=seed, augment=True, checkpoint=checkpoint)
     return model
 
 
@@ -323,7 +347,7 @@ def method_encoders(stage1: diffca.Stage1, sep: separator.Separator, splitter: c
     @torch.no_grad()
     def diffca_codes(images):
         salient, common = sep.eval()(tokens_of(stage1, images))
-        return salient.numpy(), common.flatten(1).numpy()
+        return salient.flatten(1).numpy(), common.flatten(1).numpy()
 
     @torch.no_grad()
     def splitter_codes(images):
@@ -367,12 +391,12 @@ def code_scores(encode: Encoder, train: FacesSplit, test: FacesSplit, seed: int)
     return {
         "salient_probe_acc": mean_accuracy(s_train[t_train], s_test[t_test], train.salient[t_train],
                                            test.salient[t_test]),
-        "salient_common_leak": mean_accuracy(s_train[t_train], s_test[t_test], train.common[t_train],
-                                             test.common[t_test]),
-        "common_probe_acc": mean_accuracy(c_train, c_test, train.common, test.common),
+        "salient_common_leak": mean_accuracy(s_train[t_train], s_test[t_test], train.varying_common[t_train],
+                                             test.varying_common[t_test]),
+        "common_probe_acc": mean_accuracy(c_train, c_test, train.varying_common, test.varying_common),
         "common_label_leak": _probe_accuracy(c_train, train.y.numpy(), c_test, test.y.numpy(), seed),
         "salient_mig": mig(s_test[t_test], test.salient[t_test])["discrete_mig"],
-        "common_mig": mig(c_test, test.common)["discrete_mig"],
+        "common_mig": mig(c_test, test.varying_common)["discrete_mig"],
     }
 
 
@@ -427,23 +451,56 @@ def method_decoders(stage1: diffca.Stage1, sep: separator.Separator, splitter: c
             "cvae": cvae_swap}
 
 
-def swap_scores(decode: Decoder, probe: diffca.FactorProbe, test: FacesSplit, a: torch.Tensor,
+def swap_scores(swapped: torch.Tensor, probe: diffca.FactorProbe, test: FacesSplit, a: torch.Tensor,
                 b: torch.Tensor) -> dict[str, float]:
-    """Read the swapped images with the probe.
+    """Read swapped images (len(a), 3, S, S), "common of A + salient of B" for test rows ``a`` and ``b``, with the
+    probe.
 
     Returns:
         ``swap_accuracy``: both salient factors of B (frame and colour) recognised; ``swap_colour_accuracy``:
-        B's frame colour recognised; ``common_preservation``: A's common factors recognised, mean over the 6.
+        B's frame colour recognised; ``common_preservation``: A's varying common factors recognised, mean over
+        them.
     """
-    predicted = probe.predict(decode(test.images[a], test.images[b]))
+    predicted = probe.predict(swapped)
     labels = test.probe_labels
     hits = {name: (predicted[name] == labels[name][b]).numpy() for name in faces.SALIENT.names}
     return {
         "swap_accuracy": float(np.mean(hits["frame"] & hits["frame_colour"])),
         "swap_colour_accuracy": float(np.mean(hits["frame_colour"])),
         "common_preservation": float(np.mean([np.mean((predicted[name] == labels[name][a]).numpy())
-                                              for name in faces.COMMON.names])),
+                                              for name in test.common_names])),
     }
+
+
+def edit_success(edited: torch.Tensor, probe: diffca.FactorProbe, test: FacesSplit, a: torch.Tensor, *,
+                 glasses: bool) -> float:
+    """Fraction of edited images (len(a), 3, S, S) of test rows ``a`` that the probe reads with (``glasses``) or
+    without glasses *and* with all of A's varying common factors: an edit that garbles the face does not count."""
+    predicted = probe.predict(edited)
+    labels = test.probe_labels
+    has_glasses = predicted["frame_colour"] != 0
+    common_kept = torch.stack([predicted[name] == labels[name][a] for name in test.common_names]).all(0)
+    return float((common_kept & (has_glasses == glasses)).float().mean())
+
+
+def glasses_removed(split: FacesSplit) -> torch.Tensor:
+    """The target rows' faces rendered without their glasses (n_target, 3, S, S) in [−1, 1]: the same common
+    factors, so ``Z(face) − Z(glasses_removed)`` is the change the glasses make to the tokens."""
+    rows = (split.y == 1).numpy()
+    return torch.from_numpy(faces.render(split.common[rows], None, split.images.shape[-1])) * 2 - 1
+
+
+@torch.no_grad()
+def oracle_additive_swaps(stage1: diffca.Stage1, test: FacesSplit, a: torch.Tensor, b: torch.Tensor, *,
+                          steps: int, seed: int) -> torch.Tensor:
+    """What an additive split can reach at best: images decoded from ``Z_A + (Z_B − Z_B⁰)``, with ``Z_B⁰`` the
+    tokens of B rendered without glasses (``b``: target rows of ``test``), i.e. B's true token change added to A."""
+    target_rows = torch.nonzero(test.y == 1)[:, 0]
+    position = torch.searchsorted(target_rows, b)
+    if not bool((target_rows[position.clamp(max=len(target_rows) - 1)] == b).all()):
+        raise ValueError("every B must be a target row (a face with glasses)")
+    change = tokens_of(stage1, test.images[b]) - tokens_of(stage1, glasses_removed(test)[position])
+    return diffca.decode(stage1, tokens_of(stage1, test.images[a]) + change, steps=steps, seed=seed)
 
 
 def probe_accuracy_on(probe: diffca.FactorProbe, images: torch.Tensor, split: FacesSplit) -> dict[str, float]:
@@ -514,32 +571,39 @@ def salient_interpolation(stage1: diffca.Stage1, sep: separator.Separator, image
     """Images (len(alphas), 3, S, S) decoded from ``Ẑ_C^a + (1 − α) Ẑ_S^a + α Ẑ_S^b`` (Fig. 6's convention),
     from the same start noise; ``image_a``, ``image_b``: (3, S, S)."""
     salient, common = sep.eval()(tokens_of(stage1, torch.stack([image_a, image_b])))
-    weights = torch.as_tensor(np.asarray(alphas), dtype=salient.dtype)[:, None]
-    mixed = common[:1] + ((1 - weights) * salient[0] + weights * salient[1])[:, None, :]
+    weights = torch.as_tensor(np.asarray(alphas), dtype=salient.dtype)[:, None, None]
+    mixed = common[:1] + (1 - weights) * salient[0] + weights * salient[1]
     start = torch.randn(1, *stage1.sample_shape, generator=torch.Generator().manual_seed(seed))
     noise = start.expand(len(weights), -1, -1, -1)
     return diffca.decode(stage1, mixed, steps=steps, seed=seed, noise=noise)
 
 
-def code_omes(encode: Encoder, num_pairs: int, image_size: int, seed: int) -> dict[str, float]:
-    """OMES of one method's codes, from target-face pairs that differ in exactly one factor
-    (``helpers.metrics.sample_omes_pairs`` through the renderer, ``num_pairs`` per factor).
+def code_omes(encode: Encoder, num_pairs: int, image_size: int, seed: int, aligned: bool = False) -> dict[str, float]:
+    """OMES of one method's codes, from target-face pairs that differ in exactly one varying factor
+    (``helpers.metrics.sample_omes_pairs`` through the renderer, ``num_pairs`` per factor; on aligned faces the
+    pose stays at ``faces.ALIGNED_POSE``).
 
     Returns:
-        ``omes_joint``: the code ``[salient; common]`` over all 8 factors; ``omes_salient``: the salient code over
-        the 2 salient factors; ``omes_common``: the common code over the 6 common factors.
+        ``omes_joint``: the code ``[salient; common]`` over all varying factors; ``omes_salient``: the salient code
+        over the 2 salient factors; ``omes_common``: the common code over the varying common factors.
     """
-    grid = FactorGrid(FACTOR_NAMES, faces.COMMON.sizes + faces.SALIENT.sizes)
+    common_names = faces.varying_common_names(aligned)
+    columns = [faces.COMMON.index(name) for name in common_names]
+    grid = FactorGrid(common_names + faces.SALIENT.names,
+                      tuple(faces.COMMON.sizes[j] for j in columns) + faces.SALIENT.sizes)
     widths: dict[str, int] = {}
 
     def represent(rows: np.ndarray) -> np.ndarray:
-        images = torch.from_numpy(faces.render(rows[:, :6], rows[:, 6:], image_size)) * 2 - 1
-        salient, common = encode(images)
+        common = np.zeros((len(rows), len(faces.COMMON.names)), dtype=np.int64)
+        common[:, [faces.COMMON.index(name) for name in faces.POSE_NAMES]] = faces.ALIGNED_POSE
+        common[:, columns] = rows[:, :len(columns)]  # the varying factors (the pose too, unless aligned)
+        images = torch.from_numpy(faces.render(common, rows[:, len(columns):], image_size)) * 2 - 1
+        salient, common_code = encode(images)
         widths["salient"] = salient.shape[1]
-        return np.concatenate([salient, common], axis=1)
+        return np.concatenate([salient, common_code], axis=1)
 
     pairs = sample_omes_pairs(grid, represent, num_pairs, np.random.default_rng(seed))
-    split, num_common = widths["salient"], len(faces.COMMON.names)  # FACTOR_NAMES: the common factors first
+    split, num_common = widths["salient"], len(common_names)  # the common factors come first in the grid
     return {"omes_joint": omes(pairs).score,
             "omes_salient": omes([(a[:, :split], b[:, :split]) for a, b in pairs[num_common:]]).score,
             "omes_common": omes([(a[:, split:], b[:, split:]) for a, b in pairs[:num_common]]).score}

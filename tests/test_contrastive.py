@@ -20,6 +20,10 @@ def test_reconstruction_loss_hand_computation():
     assert ca.reconstruction_loss(tokens, per_token, common).item() == pytest.approx(1.0)
     with pytest.raises(ValueError, match="one shape"):
         ca.reconstruction_loss(tokens[:, :1], salient, common)
+    # per element: the same squared error averaged over the K · d = 4 values
+    assert ca.reconstruction_loss(tokens, salient, common, reduction="mean").item() == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="reduction"):
+        ca.reconstruction_loss(tokens, salient, common, reduction="max")
 
 
 def test_pinning_loss_hand_computation():
@@ -29,6 +33,8 @@ def test_pinning_loss_hand_computation():
     assert ca.pinning_loss(salient, y).item() == pytest.approx(hand)
     assert ca.pinning_loss(salient, y, weight_background=2.0, weight_target=1.0).item() == pytest.approx(
         (4.0 + math.exp(-4.0) + 1.0) / 3)
+    per_element = (1.0 * 1.0 + 0.1 * math.exp(-2.0) + 0.1 * math.exp(0.0)) / 3  # squares averaged over d = 2
+    assert ca.pinning_loss(salient, y, reduction="mean").item() == pytest.approx(per_element)
     with pytest.raises(ValueError, match="labels 0"):
         ca.pinning_loss(salient, torch.tensor([0, 2, 1]))
     with pytest.raises(ValueError, match="shape"):

@@ -21,6 +21,11 @@ def test_faces_split_layout(splits):
     labels = train.probe_labels
     assert set(labels) == set(cs.FACTOR_NAMES)
     assert (labels["frame"][:60] == 0).all() and (labels["frame"][60:] >= 1).all()  # 0 = no glasses
+    aligned = cs.faces_split(10, 10, 16, seed=0, aligned=True)
+    assert aligned.common_names == ("skin", "mouth", "eyes") and set(aligned.probe_labels) == {
+        "skin", "mouth", "eyes", "frame", "frame_colour"}
+    assert (aligned.common[:, :3] == faces.ALIGNED_POSE).all() and aligned.varying_common.shape == (20, 3)
+    assert aligned.probe_classes == {"skin": 4, "mouth": 3, "eyes": 3, "frame": 3, "frame_colour": 4}  # + "none"
 
 
 def _oracle(splits, leak_label: bool):
@@ -72,20 +77,47 @@ def test_swap_scores_known_answers(splits):
     _, test = splits
     a, b = cs.swap_partners(test, 50, seed=0)
     assert (test.y[b] == 1).all()
-    decoder = lambda images_a, images_b: images_a  # noqa: E731 (the probe stand-in ignores the pixels)
-    perfect = cs.swap_scores(decoder, _TruthProbe(test, a.numpy(), b.numpy()), test, a, b)
+    images = test.images[a]  # the probe stand-in ignores the pixels
+    perfect = cs.swap_scores(images, _TruthProbe(test, a.numpy(), b.numpy()), test, a, b)
     assert perfect == {"swap_accuracy": 1.0, "swap_colour_accuracy": 1.0, "common_preservation": 1.0}
-    unchanged = cs.swap_scores(decoder, _TruthProbe(test, a.numpy(), a.numpy()), test, a, b)
+    unchanged = cs.swap_scores(images, _TruthProbe(test, a.numpy(), a.numpy()), test, a, b)
     same = (test.salient[a.numpy()] == test.salient[b.numpy()]).all(1)
     assert unchanged["swap_accuracy"] == pytest.approx(same.mean())
-    swapped_faces = cs.swap_scores(decoder, _TruthProbe(test, b.numpy(), b.numpy()), test, a, b)
+    swapped_faces = cs.swap_scores(images, _TruthProbe(test, b.numpy(), b.numpy()), test, a, b)
     assert swapped_faces["common_preservation"] < 0.7
+
+
+def test_edit_success_needs_the_glasses_right_and_the_face_kept(splits):
+    _, test = splits
+    targets, backgrounds = torch.arange(40, 60), torch.arange(0, 20)
+    removed = _TruthProbe(test, targets.numpy(), backgrounds.numpy())  # A's face, a background's (absent) glasses
+    assert cs.edit_success(test.images[targets], removed, test, targets, glasses=False) == 1.0
+    assert cs.edit_success(test.images[targets], removed, test, targets, glasses=True) == 0.0
+    garbled = _TruthProbe(test, backgrounds.numpy(), backgrounds.numpy())  # glasses gone, but another face
+    expected = (test.varying_common[targets.numpy()] == test.varying_common[backgrounds.numpy()]).all(1).mean()
+    assert cs.edit_success(test.images[targets], garbled, test, targets, glasses=False) == pytest.approx(expected)
+
+
+def test_oracle_additive_swap_adds_the_true_token_change():
+    """A background face and the same face with glasses: the oracle swap of A = the plain face and B = the face with
+    glasses has the tokens Z_A + Z_B − Z_A = Z_B, so it decodes to B's own reconstruction."""
+    common = faces.COMMON.sample(1, np.random.default_rng(0)).repeat(2, axis=0)
+    images = np.concatenate([faces.render(common[:1], None, 16), faces.render(common[1:], np.array([[1, 2]]), 16)])
+    split = cs.FacesSplit(torch.from_numpy(images) * 2 - 1, torch.tensor([0, 1]), common,
+                          np.array([[-1, -1], [1, 2]]))
+    torch.testing.assert_close(cs.glasses_removed(split), split.images[:1])
+    stage1 = diffca.Stage1(16, dim=16, num_tokens=3, block_out_channels=(16, 32), seed=0).eval()
+    swapped = cs.oracle_additive_swaps(stage1, split, torch.tensor([0]), torch.tensor([1]), steps=2, seed=0)
+    own = diffca.decode(stage1, cs.tokens_of(stage1, split.images[1:]), steps=2, seed=0)
+    torch.testing.assert_close(swapped, own, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="target row"):
+        cs.oracle_additive_swaps(stage1, split, torch.tensor([1]), torch.tensor([0]), steps=2, seed=0)
 
 
 def test_salient_interpolation_endpoints_are_the_two_swaps(splits):
     _, test = splits
     stage1 = diffca.Stage1(16, dim=16, num_tokens=3, block_out_channels=(16, 32), seed=0).eval()
-    sep = separator.Separator(16, depth=1, heads=2, hidden=16, seed=0).eval()
+    sep = separator.Separator(16, 3, depth=1, heads=2, hidden=16, seed=0).eval()
     a, b = test.images[0], test.images[-1]
     images = cs.salient_interpolation(stage1, sep, a, b, np.array([0.0, 1.0]), steps=2, seed=3)
     decode = cs.token_swap_decoder(stage1, sep, steps=2, seed=3)
@@ -168,7 +200,7 @@ def test_full_preset_models_build_and_step(tmp_path, monkeypatch):
     assert diffca.decode(stage1, tokens[:2], steps=2, seed=0).shape == (2, 3, 64, 64)
     sep, _ = cs.study_separator(cfg, tokens, train.y)
     salient, common = sep.eval()(tokens)
-    assert salient.shape == (16, 64) and common.shape == (16, 16, 64)
+    assert salient.shape == (16, 16, 64) and common.shape == (16, 16, 64)
     cs.study_splitter(cfg, tokens, train.y)
     contrastive_vae, _ = cs.study_cvae(cfg, train)
     probe = cs.study_probe(cfg, train)
@@ -196,3 +228,9 @@ def test_code_omes_scores_each_code_against_its_own_factors(monkeypatch):
     assert oracle["omes_salient"] > wrong["omes_salient"] + 0.1
     assert oracle["omes_common"] > wrong["omes_common"] + 0.1
     assert abs(oracle["omes_joint"] - wrong["omes_joint"]) < 0.02  # the same columns, in another order
+    poses = []
+    monkeypatch.setattr(cs.faces, "render", lambda common, salient, size: poses.append(common[:, :3]) or render(
+        common, salient, size))
+    aligned = cs.code_omes(lambda images: (read(images)[:, 6:], read(images)[:, :6]), 50, 16, seed=0, aligned=True)
+    assert (np.concatenate(poses) == faces.ALIGNED_POSE).all()  # only skin, mouth, eyes and the glasses vary
+    assert set(aligned) == {"omes_joint", "omes_salient", "omes_common"}

@@ -44,6 +44,16 @@ def test_contrastive_dataset_labels_and_salient_only_on_target():
     np.testing.assert_array_equal(again["images"], data["images"])
 
 
+def test_aligned_faces_share_one_pose_and_vary_the_rest():
+    data = faces.contrastive_dataset(50, 50, np.random.default_rng(0), image_size=16, aligned=True)
+    pose = [faces.COMMON.index(name) for name in faces.POSE_NAMES]
+    assert (data["common"][:, pose] == faces.ALIGNED_POSE).all()
+    others = [faces.COMMON.index(name) for name in faces.varying_common_names(aligned=True)]
+    assert all(len(np.unique(data["common"][:, j])) > 1 for j in others)
+    assert faces.varying_common_names(aligned=False) == faces.COMMON.names
+    np.testing.assert_array_equal(data["images"][50:], faces.render(data["common"][50:], data["salient"][50:], 16))
+
+
 def test_bad_inputs():
     common = np.zeros((2, 6), dtype=np.int64)
     with pytest.raises(ValueError, match="image_size"):

@@ -79,7 +79,10 @@ def test_codec_scale_and_frozen_use_in_stage1(images):
     with torch.no_grad():
         latents = codec.encode(images)
     assert latents.shape == (12, 16, 2, 2)
+    assert latents.mean(0).abs().max().item() < 1e-4  # centred: the mean training latent is taken out
     assert latents.std().item() == pytest.approx(1.0, rel=1e-4)  # unit-scale targets for the flow
+    with torch.no_grad():
+        torch.testing.assert_close(codec.decode(latents), codec.decoder(codec.encoder(images)).clamp(-1, 1))
     before = {name: value.clone() for name, value in codec.state_dict().items()}
     model, _ = diffca.train_stage1(images, steps=3, batch_size=6, lr=1e-2, seed=0, dim=16, num_tokens=3,
                                    block_out_channels=(16, 32), codec=codec, global_conditioning=True)
@@ -103,3 +106,33 @@ def test_stage1_reads_a_frozen_vit_s_patch_tokens(images):
         assert torch.equal(value, before[name]), f"stage 1 changed the frozen ViT's {name}"
     with torch.no_grad():
         assert model.encoder(images[:2]).shape == (2, 3, 16)
+
+
+def test_clean_prediction_and_token_readout(images):
+    model, history = diffca.train_stage1(images, steps=3, batch_size=6, lr=1e-2, seed=0, dim=16, num_tokens=3,
+                                         block_out_channels=(16, 32), prediction="clean", token_readout=True)
+    assert len(history["loss"]) == 3
+    u, t = torch.randn(2, 3, 8, 8, generator=torch_generator(1)), torch.tensor([0.0, 0.5])
+    with torch.no_grad():
+        tokens = model.encoder(images[:2])
+        clean = model.network(u, t, tokens)
+        readout = model.token_readout(tokens.flatten(1)).view_as(u)
+        unet = model.unet(u, t * 1000.0, encoder_hidden_states=tokens).sample
+        torch.testing.assert_close(clean, unet + readout)  # the read-out adds to the UNet's clean prediction
+        torch.testing.assert_close(model.velocity(u, t, tokens), (clean - u) / (1 - t).view(-1, 1, 1, 1))
+    with pytest.raises(ValueError, match="prediction='clean'"):
+        diffca.Stage1(8, dim=16, num_tokens=3, block_out_channels=(16, 32), token_readout=True)
+    with pytest.raises(ValueError, match="prediction must be"):
+        diffca.Stage1(8, dim=16, num_tokens=3, block_out_channels=(16, 32), prediction="noise")
+
+
+def test_degrade_blurs_and_adds_noise_within_range(images):
+    same = diffca.degrade(images, torch_generator(0), max_blur=0.0, max_noise=0.0)
+    torch.testing.assert_close(same, images)
+    flat = torch.zeros(2, 3, 8, 8)
+    flat[:, :, :, 4:] = 1.0  # an edge: blurring softens it, and only near it
+    blurred = diffca.degrade(flat, torch_generator(0), max_blur=1.0, max_noise=0.0)
+    assert blurred[:, :, :, 3].max() > 0 and torch.equal(blurred[:, :, :, :2], flat[:, :, :, :2])
+    noisy = diffca.degrade(images, torch_generator(0))
+    assert noisy.abs().max() <= 1 and not torch.equal(noisy, images)
+    torch.testing.assert_close(noisy, diffca.degrade(images, torch_generator(0)))

@@ -36,6 +36,15 @@ def test_flow_matching_loss_is_zero_for_the_true_velocity_of_a_point_mass():
     assert flow.flow_matching_loss(exact, x, tokens, torch_generator(0)).item() == pytest.approx(0.0, abs=1e-12)
     zero = flow.flow_matching_loss(lambda u, t, z: torch.zeros_like(u), x, tokens, torch_generator(0), ot=False)
     assert zero.item() > 0.5
+    # predicting the clean sample: the point mass itself is exact, and it is the same flow as ``exact``
+    clean = flow.flow_matching_loss(lambda u, t, z: x.expand_as(u), x, tokens, torch_generator(0), prediction="clean")
+    assert clean.item() == pytest.approx(0.0, abs=1e-12)
+    u, t = torch.randn(4, 1, 2, 2, dtype=torch.float64), torch.tensor([0.0, 0.25, 0.5, 0.9], dtype=torch.float64)
+    torch.testing.assert_close(flow.clean_to_velocity(x.expand_as(u), u, t), exact(u, t, tokens))
+    with pytest.raises(ValueError, match="t must be < 1"):
+        flow.clean_to_velocity(x, x, torch.ones(4))
+    with pytest.raises(ValueError, match="prediction"):
+        flow.flow_matching_loss(exact, x, tokens, torch_generator(0), prediction="noise")
 
 
 def test_euler_sampling_reaches_a_point_mass_and_the_straight_path_needs_one_step():

@@ -9,6 +9,10 @@ Every factor is known, so a separation of common from salient factors can be sco
 A face is a filled disc of skin on a pale background, two dark eyes, a mouth drawn as a parabolic band whose
 curvature is the mouth factor; glasses are two frames around the eyes and a bridge, drawn over the face.
 Rendering is a pure function of the factors (no randomness), at any size from 16 px.
+
+**Aligned faces** (``aligned=True``) all share one pose (position and size, :data:`ALIGNED_POSE`), as FFHQ's
+crops are aligned on the eyes; only skin, mouth and eyes vary among the common factors. Glasses then change the
+pixels, and a token encoder's tokens, in nearly the same way on every face.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from helpers.data.factors import FactorGrid, check_count
 
 COMMON = FactorGrid(("x", "y", "size", "skin", "mouth", "eyes"), (4, 4, 3, 4, 3, 3))
 SALIENT = FactorGrid(("frame", "frame_colour"), (2, 3))
+
+POSE_NAMES = ("x", "y", "size")
+ALIGNED_POSE = np.array([1, 1, 1])  # class indices of x, y and size shared by every aligned face
 
 _X = np.linspace(0.42, 0.58, 4)  # face centre, in image sides
 _Y = np.linspace(0.42, 0.58, 4)
@@ -92,9 +99,15 @@ def render(common: np.ndarray, salient: np.ndarray | None = None, image_size: in
     return np.clip(image, 0.0, 1.0).astype(np.float32)
 
 
+def varying_common_names(aligned: bool) -> tuple[str, ...]:
+    """The common factors that vary in a dataset: all of ``COMMON.names``, or those besides the pose if aligned."""
+    return tuple(name for name in COMMON.names if not (aligned and name in POSE_NAMES))
+
+
 def contrastive_dataset(n_background: int, n_target: int, rng: np.random.Generator,
-                        image_size: int = 32) -> dict[str, np.ndarray]:
-    """A background set (no glasses) followed by a target set (glasses), common factors drawn uniformly.
+                        image_size: int = 32, aligned: bool = False) -> dict[str, np.ndarray]:
+    """A background set (no glasses) followed by a target set (glasses), common factors drawn uniformly
+    (the pose fixed at :data:`ALIGNED_POSE` if ``aligned``).
 
     Returns:
         ``{"images": (n, 3, S, S) float32, "y": (n,) int64 (0 background, 1 target), "common": (n, 6) int64,
@@ -103,6 +116,8 @@ def contrastive_dataset(n_background: int, n_target: int, rng: np.random.Generat
     check_count(n_background)
     check_count(n_target)
     common = COMMON.sample(n_background + n_target, rng)
+    if aligned:
+        common[:, [COMMON.index(name) for name in POSE_NAMES]] = ALIGNED_POSE
     salient = SALIENT.sample(n_target, rng)
     images = np.concatenate([render(common[:n_background], None, image_size),
                              render(common[n_background:], salient, image_size)])

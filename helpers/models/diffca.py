@@ -26,34 +26,40 @@ def patch_convolutions(channels: int) -> nn.Sequential:
 
 
 class LatentCodec(nn.Module):
-    """A small autoencoder: images (B, 3, S, S) in [−1, 1] ↔ latents (B, C, S/4, S/4) of unit scale.
+    """A small autoencoder: images (B, 3, S, S) in [−1, 1] ↔ latents (B, C, S/4, S/4), centred, of unit scale.
 
     At the small scale it stands in for two frozen pretrained parts of the paper: the VAE whose latents the
     generator models (the paper's sd-vae / VQ-VAE), and the patch encoder the semantic tokens read (DINOv3).
-    ``scale`` divides the raw latents so that the flow-matching targets have unit standard deviation.
+    ``encode`` returns ``(encoder(x) − shift) / scale``: ``shift`` (C, S/4, S/4) is the mean training latent and
+    ``scale`` the standard deviation of the centred training latents (:func:`train_codec` sets both), so the
+    generator models the images' content at unit variance, not the per-dimension mean that every image shares.
     """
 
-    def __init__(self, channels: int = 32, seed: int = 0):
+    def __init__(self, channels: int = 32, seed: int = 0, image_size: int = 16):
         super().__init__()
+        if image_size % 4:
+            raise ValueError(f"image_size must be a multiple of 4, got {image_size}")
         with seeded(seed):
             self.encoder = patch_convolutions(channels)
             self.decoder = nn.Sequential(nn.SiLU(), nn.ConvTranspose2d(channels, channels, 4, 2, 1), nn.SiLU(),
                                          nn.ConvTranspose2d(channels, 3, 4, 2, 1))
+        self.register_buffer("shift", torch.zeros(channels, image_size // 4, image_size // 4))
         self.register_buffer("scale", torch.tensor(1.0))
         self.channels = channels
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return self.encoder(images) / self.scale
+        return (self.encoder(images) - self.shift) / self.scale
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.decoder(latents * self.scale).clamp(-1, 1)
+        return self.decoder(latents * self.scale + self.shift).clamp(-1, 1)
 
 
 def train_codec(images: torch.Tensor, *, steps: int, batch_size: int, lr: float, seed: int, channels: int = 32,
                 checkpoint: Checkpoint | None = None) -> tuple[LatentCodec, dict[str, list[float]]]:
-    """Train a :class:`LatentCodec` on images (N, 3, S, S) by MSE (AdamW), then set its scale to the standard
-    deviation of the training latents. Returns ``(codec, history)``, the codec frozen in eval mode."""
-    codec = LatentCodec(channels, seed=seed)
+    """Train a :class:`LatentCodec` on images (N, 3, S, S) by MSE (AdamW), then set its ``shift`` to the mean
+    training latent and its ``scale`` to the standard deviation of the centred training latents. Returns
+    ``(codec, history)``, the codec frozen in eval mode."""
+    codec = LatentCodec(channels, seed=seed, image_size=images.shape[-1])
 
     def make_batch(step: int, generator: torch.Generator) -> torch.Tensor:
         return images[torch.randperm(len(images), generator=generator)[:batch_size]]
@@ -64,8 +70,9 @@ def train_codec(images: torch.Tensor, *, steps: int, batch_size: int, lr: float,
     history = fit(codec, adam(codec.parameters(), lr, decoupled=True), loss_fn, make_batch, steps, seed=seed,
                   checkpoint=checkpoint, desc="latent codec")
     with torch.no_grad():
-        codec.scale.fill_(float(torch.cat([codec.encoder(images[i:i + 1000])
-                                           for i in range(0, len(images), 1000)]).std()))
+        latents = torch.cat([codec.encoder(images[i:i + 1000]) for i in range(0, len(images), 1000)])
+        codec.shift.copy_(latents.mean(0))
+        codec.scale.fill_(float((latents - codec.shift).std()))
     return codec.eval().requires_grad_(False), history
 
 
@@ -90,14 +97,23 @@ class TokenEncoder(nn.Module):
             self.patches = patch_convolutions(patch_channels) if patches is None else patches.requires_grad_(False)
             self.semantic = flow.CrossQueryTokens(patch_channels, dim, num_tokens - 1, depth=query_depth, heads=4)
             self.colour = flow.ColourToken(dim)
+            # ours: the paper's colour token ends in a Linear, the semantic tokens in a LayerNorm; without it the
+            # colour token is an order of magnitude smaller than the others (norm 0.6 against 4.5 measured)
+            self.colour_norm = nn.LayerNorm(dim)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.patches(images).flatten(2).transpose(1, 2)
-        return torch.cat([self.semantic(features), self.colour((images + 1) / 2)], dim=1)
+        return torch.cat([self.semantic(features), self.colour_norm(self.colour((images + 1) / 2))], dim=1)
 
 
 class Stage1(nn.Module):
-    """The token encoder and the velocity network, trained together.
+    """The token encoder and the generator's network, trained together.
+
+    ``prediction`` says what the UNet predicts on the flow-matching path (:mod:`helpers.models.flow`):
+    ``"velocity"`` (the paper's ``u₁ − u₀``) or ``"clean"`` (the clean latent ``u₁``, x-prediction); either way
+    :meth:`velocity` is the velocity the Euler sampler integrates. With ``token_readout`` (clean prediction only)
+    a linear map of the flattened tokens is added to the UNet's prediction, ``û₁ = UNet(u_t, t, Z) + A vec(Z)``:
+    the UNet then learns what a linear read-out of the tokens misses.
 
     Without ``codec`` the generator models the pixels; with a frozen :class:`LatentCodec` it models the codec's
     latents. The token encoder reads the patch features of ``patch_encoder`` when given (a frozen module with a
@@ -107,8 +123,14 @@ class Stage1(nn.Module):
 
     def __init__(self, image_size: int, dim: int = 32, num_tokens: int = 8,
                  block_out_channels: Sequence[int] = (32, 64), seed: int = 0, codec: LatentCodec | None = None,
-                 global_conditioning: bool = False, patch_encoder: nn.Module | None = None, query_depth: int = 1):
+                 global_conditioning: bool = False, patch_encoder: nn.Module | None = None, query_depth: int = 1,
+                 prediction: str = "velocity", token_readout: bool = False):
         super().__init__()
+        if prediction not in flow.PREDICTIONS:
+            raise ValueError(f"prediction must be one of {flow.PREDICTIONS}, got {prediction!r}")
+        if token_readout and prediction != "clean":
+            raise ValueError("token_readout adds to a clean-latent prediction: it needs prediction='clean'")
+        self.prediction = prediction
         self.codec = codec.requires_grad_(False) if codec is not None else None
         patches = patch_encoder if patch_encoder is not None else codec.encoder if codec is not None else None
         self.encoder = TokenEncoder(dim, num_tokens, seed=seed, patches=patches, query_depth=query_depth,
@@ -119,10 +141,20 @@ class Stage1(nn.Module):
         self.unet = flow.make_token_unet(sample_size=side, channels=channels, token_dim=dim,
                                          block_out_channels=block_out_channels, seed=seed,
                                          num_tokens=num_tokens if global_conditioning else None)
+        with seeded(seed + 2):  # apart from the UNet's initialisation
+            self.token_readout = nn.Linear(num_tokens * dim, channels * side * side) if token_readout else None
         self.image_size = image_size
 
+    def network(self, u: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The prediction at ``(u_t, t)`` given tokens: a velocity or a clean latent (``prediction``)."""
+        output = flow.unet_velocity(self.unet)(u, t, tokens)
+        if self.token_readout is not None:
+            output = output + self.token_readout(tokens.flatten(1)).view_as(output)
+        return output
+
     def velocity(self, u: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        return flow.unet_velocity(self.unet)(u, t, tokens)
+        output = self.network(u, t, tokens)
+        return output if self.prediction == "velocity" else flow.clean_to_velocity(output, u, t)
 
     def to_sample_space(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, S, S) → what the generator models: the images or their codec latents."""
@@ -136,10 +168,11 @@ class Stage1(nn.Module):
 def train_stage1(images: torch.Tensor, *, steps: int, batch_size: int, lr: float, seed: int, dim: int = 32,
                  num_tokens: int = 8, block_out_channels: Sequence[int] = (32, 64), ot: bool = True,
                  codec: LatentCodec | None = None, global_conditioning: bool = False,
-                 patch_encoder: nn.Module | None = None, query_depth: int = 1, checkpoint: Checkpoint | None = None,
+                 patch_encoder: nn.Module | None = None, query_depth: int = 1, prediction: str = "velocity",
+                 token_readout: bool = False, checkpoint: Checkpoint | None = None,
                  device: str | torch.device = "cpu") -> tuple[Stage1, dict[str, list[float]]]:
-    """Train :class:`Stage1` on images ``(N, 3, S, S)`` in [−1, 1] with the (OT-)flow-matching loss (AdamW);
-    with ``codec``, in its latent space (the codec stays frozen).
+    """Train :class:`Stage1` on images ``(N, 3, S, S)`` in [−1, 1] with the (OT-)flow-matching loss (AdamW) for
+    its ``prediction``; with ``codec``, in its latent space (the codec stays frozen).
 
     Returns:
         ``(model, history)``; ``history["loss"]`` per step.
@@ -152,7 +185,7 @@ def train_stage1(images: torch.Tensor, *, steps: int, batch_size: int, lr: float
         raise ValueError(f"batch_size must be in [2, {len(images)}], got {batch_size}")
     model = Stage1(images.shape[-1], dim, num_tokens, block_out_channels, seed=seed, codec=codec,
                    global_conditioning=global_conditioning, patch_encoder=patch_encoder,
-                   query_depth=query_depth).to(device)
+                   query_depth=query_depth, prediction=prediction, token_readout=token_readout).to(device)
     data = images.to(device, torch.float32)
 
     def make_batch(step: int, generator: torch.Generator) -> torch.Tensor:
@@ -160,7 +193,8 @@ def train_stage1(images: torch.Tensor, *, steps: int, batch_size: int, lr: float
 
     def loss_fn(net: Stage1, batch: torch.Tensor, generator: torch.Generator):
         targets = net.to_sample_space(batch)
-        return flow.flow_matching_loss(net.velocity, targets, net.encoder(batch), generator, ot=ot), {}
+        return flow.flow_matching_loss(net.network, targets, net.encoder(batch), generator, ot=ot,
+                                       prediction=net.prediction), {}
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     history = fit(model, adam(trainable, lr, decoupled=True), loss_fn, make_batch, steps, seed=seed,
@@ -224,12 +258,30 @@ class FactorProbe(nn.Module):
         return {name: torch.cat([out[name] for out in outputs]).argmax(1) for name in self.classes}
 
 
+def degrade(images: torch.Tensor, generator: torch.Generator, *, max_blur: float = 1.0,
+            max_noise: float = 0.15) -> torch.Tensor:
+    """Randomly blurred and noisy copies of images (B, C, H, W) in [−1, 1], one draw per image: a blend
+    ``(1 − w) x + w · blur(x)`` with the 3 × 3 binomial filter, ``w ~ U(0, max_blur)``, plus Gaussian noise of
+    standard deviation ``~ U(0, max_noise)``. Teaches a probe to read generated images, which are softer than
+    the renders it is trained on."""
+    kernel = torch.tensor([1.0, 2.0, 1.0]) / 4
+    kernel = (kernel[:, None] * kernel[None, :]).expand(images.shape[1], 1, 3, 3).to(images)
+    blurred = nn.functional.conv2d(nn.functional.pad(images, (1, 1, 1, 1), mode="replicate"), kernel,
+                                   groups=images.shape[1])
+    shape = (len(images), 1, 1, 1)
+    weight = (torch.rand(shape, generator=generator) * max_blur).to(images)
+    noise_std = (torch.rand(shape, generator=generator) * max_noise).to(images)
+    noise = torch.randn(images.shape, generator=generator).to(images)
+    return ((1 - weight) * images + weight * blurred + noise_std * noise).clamp(-1, 1)
+
+
 def train_factor_probe(images: torch.Tensor, labels: dict[str, torch.Tensor], classes: dict[str, int], *,
-                       steps: int, batch_size: int, lr: float, seed: int,
+                       steps: int, batch_size: int, lr: float, seed: int, augment: bool = False,
                        checkpoint: Checkpoint | None = None) -> tuple[FactorProbe, dict]:
     """Train a :class:`FactorProbe` (AdamW, summed cross-entropies) on images (N, 3, S, S) and labels
-    ``{factor: (N,) int64 in [0, classes[factor])}``. The class counts come from the factors' definition, not
-    from the labels, so a class missing from the training set still gets its logit."""
+    ``{factor: (N,) int64 in [0, classes[factor])}``, each batch passed through :func:`degrade` when
+    ``augment``. The class counts come from the factors' definition, not from the labels, so a class missing from
+    the training set still gets its logit."""
     if images.dim() != 4 or any(v.shape != (len(images),) for v in labels.values()):
         raise ValueError("need images (N, 3, S, S) and one (N,) label vector per factor")
     if set(labels) != set(classes):
@@ -242,7 +294,8 @@ def train_factor_probe(images: torch.Tensor, labels: dict[str, torch.Tensor], cl
 
     def make_batch(step: int, generator: torch.Generator):
         rows = torch.randperm(len(images), generator=generator)[:batch_size]
-        return images[rows], {name: v[rows] for name, v in labels.items()}
+        batch = degrade(images[rows], generator) if augment else images[rows]
+        return batch, {name: v[rows] for name, v in labels.items()}
 
     def loss_fn(net: FactorProbe, batch, generator):
         logits = net(batch[0])

@@ -10,6 +10,11 @@ where ``Z`` (K × d tokens) conditions the network by cross-attention. With mini
 a batch is re-assigned to its data by the permutation that minimises the total squared distance, which
 straightens the paths. Sampling integrates ``du/dt = v`` from ``t = 0`` to 1 with a few Euler steps.
 
+The network may instead predict the clean sample ``û₁`` (x-prediction, ``prediction="clean"``): the same path,
+the loss ``E‖û₁(u_t, t, Z) − u₁‖²``, and the velocity ``v = (û₁ − u_t) / (1 − t)`` for the same Euler sampler
+(:func:`clean_to_velocity`). Both parametrise the same family of flows; they differ in how the loss weighs the
+times (the velocity loss is the clean loss times ``1 / (1 − t)²``), and so in what a small network learns first.
+
 The network is diffusers' ``UNet2DConditionModel`` (cross-attention on ``Z``), at a small size for the CPU.
 """
 
@@ -88,24 +93,39 @@ def ot_pairing(noise: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(columns, dtype=torch.int64, device=noise.device)
 
 
-def flow_matching_loss(velocity: Velocity, data: torch.Tensor, tokens: torch.Tensor, generator: torch.Generator,
-                       *, ot: bool = True) -> torch.Tensor:
-    """``L_FM`` on one batch: mean over the batch of the squared velocity error, summed over the image.
+PREDICTIONS = ("velocity", "clean")
+
+
+def flow_matching_loss(network: Velocity, data: torch.Tensor, tokens: torch.Tensor, generator: torch.Generator,
+                       *, ot: bool = True, prediction: str = "velocity") -> torch.Tensor:
+    """``L_FM`` on one batch: mean over the batch of the squared error, summed over the image.
 
     Args:
-        velocity: ``(u_t, t, Z) -> v`` (e.g. :func:`unet_velocity`).
+        network: ``(u_t, t, Z) ->`` its prediction (e.g. :func:`unet_velocity`).
         data: (B, C, H, W) targets ``u₁``.
         tokens: (B, K, d) conditioning tokens ``Z`` of the same items.
         generator: draws the noise and the times (on the CPU, then moved to ``data``'s device).
         ot: pair the noise to the data by :func:`ot_pairing` (conditional OT) instead of at random.
+        prediction: ``"velocity"`` (the target is ``u₁ − u₀``) or ``"clean"`` (the target is ``u₁``).
     """
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
     noise = torch.randn(data.shape, generator=generator).to(data)
     if ot:
         noise = noise[ot_pairing(noise, data)]
     t = torch.rand(len(data), generator=generator).to(data)
     t_ = t.view(-1, *([1] * (data.dim() - 1)))
     u_t = (1 - t_) * noise + t_ * data
-    return (velocity(u_t, t, tokens) - (data - noise)).pow(2).flatten(1).sum(1).mean()
+    target = data - noise if prediction == "velocity" else data
+    return (network(u_t, t, tokens) - target).pow(2).flatten(1).sum(1).mean()
+
+
+def clean_to_velocity(clean: torch.Tensor, u: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The velocity ``(û₁ − u_t) / (1 − t)`` of the straight path through ``u_t`` that ends at the predicted clean
+    sample ``û₁``; ``clean``, ``u``: (B, …), ``t``: (B,) in [0, 1) (an Euler sampler never evaluates t = 1)."""
+    if not bool((t < 1).all()):
+        raise ValueError("t must be < 1 to turn a clean prediction into a velocity")
+    return (clean - u) / (1 - t).view(-1, *([1] * (u.dim() - 1)))
 
 
 @torch.no_grad()
