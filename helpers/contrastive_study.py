@@ -48,13 +48,13 @@ SPEC = NotebookSpec(
         "STAGE1_STEPS": Param(int, minimum=1, optional=True),
         "SEPARATOR_STEPS": Param(int, minimum=1, optional=True),
         "PATCH_ENCODER_PATH": Param(str, existing_path=True),
-        "ALIGNED": Param(bool),
+        "ALIGNED": Param(bool, optional=True),
     },
     presets={
         # CPU minutes: 16 px faces, a small frozen autoencoder's 32 × 4 × 4 latents, a two-level UNet, 8 tokens
         # of width 32, a few thousand steps at most.
         "small": {
-            "image_size": 16, "n_background": 2000, "n_target": 2000, "n_test": 500,
+            "image_size": 16, "n_background": 2000, "n_target": 2000, "n_test": 500, "aligned": True,
             "codec_steps": 3000, "codec_batch": 64, "codec_lr": 2e-3, "codec_channels": 32,
             "stage1_steps": 1000, "stage1_batch": 128, "stage1_lr": 1e-3, "unet_channels": (32, 64),
             "token_dim": 32, "num_tokens": 8, "sample_steps": 8, "steps_grid": (1, 2, 4, 8, 16),
@@ -74,7 +74,7 @@ SPEC = NotebookSpec(
         # GPU: 64 px faces (16 × 16 latents), a wider three-level UNet, 16 tokens of width 64, tens of thousands
         # of steps.
         "full": {
-            "image_size": 64, "n_background": 20_000, "n_target": 20_000, "n_test": 2000,
+            "image_size": 64, "n_background": 20_000, "n_target": 20_000, "n_test": 2000, "aligned": True,
             "codec_steps": 20_000, "codec_batch": 128, "codec_lr": 1e-3, "codec_channels": 32,
             "stage1_steps": 30_000, "stage1_batch": 128, "stage1_lr": 3e-4, "unet_channels": (64, 128, 128),
             "token_dim": 64, "num_tokens": 16, "sample_steps": 20, "steps_grid": (1, 2, 4, 8, 20, 50),

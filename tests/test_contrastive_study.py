@@ -28,6 +28,17 @@ def test_faces_split_layout(splits):
     assert aligned.probe_classes == {"skin": 4, "mouth": 3, "eyes": 3, "frame": 3, "frame_colour": 4}  # + "none"
 
 
+def test_unaligned_runs_are_named_apart():
+    """ALIGNED is a preset value (True at both scales): the unaligned variant gets its own run name and files."""
+    from helpers.config import resolve
+
+    common = {"SCALE": "small", "SEED": 0, "DEVICE": "cpu", "PATCH_ENCODER_PATH": ""}
+    default = resolve("04_diffca_training_swaps", ALIGNED=None, **common)
+    assert default.aligned is True and default.run_name == "04_diffca_training_swaps"
+    unaligned = resolve("04_diffca_training_swaps", ALIGNED=False, **common)
+    assert unaligned.aligned is False and unaligned.run_name.endswith("-alignedFalse")
+
+
 def _oracle(splits, leak_label: bool):
     """Codes made of the true factors: salient = one-hot salient factors, common = one-hot common factors
     (plus the dataset label when ``leak_label``)."""
