@@ -1,7 +1,7 @@
 """Notebook 04, stage 2: why the common code still gives the dataset label away, and what the adversary needs.
 
 Rebuilds the notebook's stage 1 from the cache (seed 0, small scale), then trains the separator with the adversary
-as in the notebook and with variants (a wider adversary, a faster one), and prints the adversary's final rolling
+as in the notebook and with wider adversaries, and prints the adversary's final rolling
 accuracy, λ_adv, the pinning ratio, a fresh linear probe's label accuracy from Ẑ_C, and the salient token error.
 Run: ``.venv/bin/python experiments/04_adversary.py``.
 """
@@ -30,7 +30,8 @@ true_change = test_tokens[is_target] - cs.tokens_of(stage1, cs.glasses_removed(t
 original_init = separator.SeparatorTraining.__init__
 
 
-def variant(width: int, lr_scale: float):
+def variant(width: int):
+    """``SeparatorTraining.__init__`` with an adversary of ``width`` hidden units (the notebook's: the token width)."""
     def init(self, sep, ema_decay=0.999, initial_lambda=1.0, seed=0):
         original_init(self, sep, ema_decay, initial_lambda, seed)
         dim = sep.cls.shape[-1]
@@ -38,13 +39,11 @@ def variant(width: int, lr_scale: float):
             torch.manual_seed(seed + 1)
             self.adversary = nn.Sequential(nn.Flatten(), nn.Linear(sep.num_tokens * dim, width), nn.ReLU(),
                                            nn.Linear(width, 1))
-            for p in self.adversary.parameters():
-                p.register_hook(lambda g: g * lr_scale)  # Adam is scale-free: a crude stand-in, see below
     return init
 
 
-for name, width, lr_scale in (("notebook (width 32)", 32, 1.0), ("width 128", 128, 1.0), ("width 256", 256, 1.0)):
-    separator.SeparatorTraining.__init__ = variant(width, lr_scale)
+for name, width in (("notebook (width 32)", 32), ("width 128", 128), ("width 256", 256)):
+    separator.SeparatorTraining.__init__ = variant(width)
     clock = time.perf_counter()
     model, history = separator.train_separator(train_tokens, train.y, steps=cfg.separator_steps, batch_size=128,
                                                lr=cfg.separator_lr, seed=0, lambda_rate=cfg.lambda_rate,

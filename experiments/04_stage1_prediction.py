@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import torch
+from sklearn.linear_model import LogisticRegression, Ridge
 
 from helpers import contrastive_study as cs
 from helpers.models import diffca
@@ -47,21 +48,15 @@ stage1, history = diffca.train_stage1(train.images, steps=args.stage1_steps, bat
                                       seed=args.seed, dim=32, num_tokens=8, codec=codec, global_conditioning=True,
                                       prediction=args.prediction, token_readout=args.token_readout)
 print(f"stage 1 ({args.prediction}) {time.perf_counter() - clock:.0f} s")
-tokens = cs.tokens_of(stage1, test.images)
+tokens, train_tokens = cs.tokens_of(stage1, test.images), cs.tokens_of(stage1, train.images).flatten(1).numpy()
 if args.save:
     torch.save({"stage1": stage1, "probe": probe}, args.save)
-from sklearn.linear_model import Ridge  # noqa: E402
-
 with torch.no_grad():
-    ridge = Ridge(1.0).fit(cs.tokens_of(stage1, train.images).flatten(1).numpy(),
-                           codec.encode(train.images).flatten(1).numpy())
+    ridge = Ridge(1.0).fit(train_tokens, codec.encode(train.images).flatten(1).numpy())
     ridge_images = codec.decode(torch.from_numpy(ridge.predict(tokens.flatten(1).numpy())).float().view(
         len(tokens), *stage1.sample_shape))
 print(f"ridge tokens → latent → decoder: PSNR {diffca.psnr(ridge_images, test.images).mean():.2f} dB",
       {k: round(v, 3) for k, v in cs.probe_accuracy_on(probe, ridge_images, test).items()})
-train_tokens = cs.tokens_of(stage1, train.images).flatten(1).numpy()
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-
 token_probe = {name: LogisticRegression(max_iter=2000).fit(train_tokens, labels.numpy()).score(
     tokens.flatten(1).numpy(), test.probe_labels[name].numpy()) for name, labels in train.probe_labels.items()}
 print("linear probe on the tokens", {k: round(v, 3) for k, v in token_probe.items()})
