@@ -13,10 +13,11 @@ What this module provides:
   paper's MLP ablation), trained by :func:`train_map` with a CosFace proxy classifier over origin ids
   (or a plain softmax classifier, the paper's loss ablation), and :func:`extract`;
 * the theory as checks on tensors: :func:`lemma1_residual` (Lemma 1, Eq. 2 / 10-14),
-  :func:`null_space_map` and :func:`shrinkage` (Theorem 1, Eq. 1, with the construction of Lemma 2),
-  :func:`discriminant_map` (a construction that also keeps the origins apart),
-  :func:`singular_value_cosine` (Observation 1, Eq. 4) and :func:`generalisation_gap` (Theorem 2, Eq. 3,
-  in the normalisation of Eqs. 5-7).
+  :func:`null_space_map` (Theorem 1's construction, Lemma 2), :func:`discriminant_map` (a construction that
+  also keeps the origins apart), :func:`invariant_ratio` (how far a rank-m map is from Eq. 1, for Theorems 1 and
+  2), :func:`singular_value_cosine` (Observation 1, Eq. 4), :func:`top_input_directions` and
+  :func:`subspace_overlap` (whether two maps share directions, which the singular values cannot tell), and
+  :func:`effective_dimension` (the ranks of the ablation are judged against it).
 
 Conventions: a difference matrix ``T`` holds one difference ``E(g) - E(o)`` per **row**, shape (N, n), so
 ``T W`` is defined for ``W`` of shape (n, m). The paper writes "each column" but then multiplies ``T W``,
@@ -141,10 +142,12 @@ class LinearMap(nn.Module):
 
 
 class MLPMap(nn.Module):
-    """The MLP ablation: ``layers`` linear layers (n -> m, then m -> m), ReLU between them, no bias.
+    """The paper's MLP ablation: ``W`` followed by ``layers - 1`` residual blocks, ``h <- h + ReLU(h A + b) B``.
 
-    ``layers = 1`` is exactly :class:`LinearMap` (same initialisation for the same seed). Biases are left
-    out so that every depth differs from the linear map by the nonlinearity only.
+    The first layer is exactly :class:`LinearMap` (same initialisation for the same seed); each block's ``A``
+    (m, m) and bias ``b`` take ``nn.Linear``'s default initialisation and its ``B`` (m, m, no bias) starts at
+    zero, so the untrained MLP *is* the linear map and training can only add to it. The paper's MLP has
+    residual connections too; without them and without a bias, a 2-layer ReLU MLP cannot even represent ``W``.
     """
 
     def __init__(self, n: int, m: int, layers: int = 2, seed: int = 0):
@@ -153,16 +156,24 @@ class MLPMap(nn.Module):
         if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= 4:
             raise ValueError(f"layers must be an integer in [1, 4], got {layers!r}")
         generator = torch_generator(seed, _INIT_STREAM)
-        modules: list[nn.Module] = []
-        for index in range(layers):
-            linear = nn.Linear(n if index == 0 else m, m, bias=False)
-            _default_init(linear, generator)
-            modules += [linear, nn.ReLU()] if index < layers - 1 else [linear]
-        self.net = nn.Sequential(*modules)
+        self.linear = nn.Linear(n, m, bias=False)
+        _default_init(self.linear, generator)
+        self.blocks = nn.ModuleList()
+        for _ in range(layers - 1):
+            inner = nn.Linear(m, m)
+            _default_init(inner, generator)
+            bound = 1 / math.sqrt(m)
+            nn.init.uniform_(inner.bias, -bound, bound, generator=generator)
+            outer = nn.Linear(m, m, bias=False)
+            nn.init.zeros_(outer.weight)
+            self.blocks.append(nn.Sequential(inner, nn.ReLU(), outer))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """(B, n) embeddings -> (B, m) features."""
-        return self.net(z)
+        h = self.linear(z)
+        for block in self.blocks:
+            h = h + block(h)
+        return h
 
 
 class _ProxyClassifier(nn.Module):
@@ -421,9 +432,8 @@ def discriminant_map(differences: torch.Tensor, origins: torch.Tensor, m: int, r
     generalised eigenvectors of ``C_o v = λ C_T v`` with ``C_o`` the covariance of the origins and
     ``C_T = TᵀT / N + ridge · tr(C_T)/n · I``: the directions with the largest ratio of origin spread to shift
     (Fisher's discriminant with origins as classes). Among maps with ``C_T``-orthonormal columns, it maximises
-    ``tr(Wᵀ C_o W)``, i.e. the origins' spread against a fixed amount of shift; reweighting its columns can
-    change :func:`shrinkage` further (down to the single best direction's ratio), so it is a good rank-m map,
-    not the best one for every measure.
+    ``tr(Wᵀ C_o W)``, i.e. the origins' spread against a fixed amount of shift, and its column space is the rank-m
+    subspace with the smallest :func:`invariant_ratio` (the mean of the m smallest ``1/λ``; up to the ridge).
 
     Args:
         differences: (N, n) ``T``.
@@ -454,33 +464,83 @@ def discriminant_map(differences: torch.Tensor, origins: torch.Tensor, m: int, r
     return torch.linalg.solve_triangular(lower.T, vectors[:, -m:], upper=True)
 
 
-def shrinkage(differences: torch.Tensor, origins: torch.Tensor, W: torch.Tensor | None = None) -> float:
-    """Relative size of the generation shift after the map, per row: ``rms(T W) / rms(E_o W)`` (Theorem 1, Eq. 1),
-    with ``rms(X) = ‖X‖_F / √rows``, so that ``T`` and ``E_o`` may hold different numbers of rows (e.g. several
-    translations per origin).
+def invariant_ratio(differences: torch.Tensor, origins: torch.Tensor, W: torch.Tensor) -> float:
+    """How large the generation shift is against the origins' spread inside the column space of ``W`` (Theorem 1).
 
-    Eq. 1 asks for ``T W = 0`` while ``E_o W`` keeps the origins apart; this ratio measures how far a
-    given ``W`` is from that. It ignores a global scale of ``W`` but not the relative scale of its columns
-    (weighting one column more moves the ratio towards that direction's own). ``W = None`` is the identity.
+    With ``C_T = TᵀT / N`` (the shift's second moment) and ``C_o`` the covariance of the origins, the ratio is the
+    mean generalised eigenvalue of the pair ``(Wᵀ C_T W, Wᵀ C_o W)``::
+
+        r(W) = tr((Wᵀ C_o W)⁻¹ Wᵀ C_T W) / m
+
+    Eq. 1 asks for ``T W ≈ 0`` while ``E_o W`` keeps the origins apart: ``r`` is small exactly then. It depends only
+    on the subspace spanned by ``W``'s columns (``W G`` gives the same ``r`` for any invertible ``G``), so it
+    cannot be moved by reweighting or rotating columns, and for ``m = n`` every invertible ``W`` scores the same
+    ``tr(C_o⁻¹ C_T) / n``: compare maps at a rank ``m < n``. The subspace minimising it is that of
+    :func:`discriminant_map`; a random subspace scores near the whole space's value.
 
     Args:
-        differences: (N, n) ``T``, rows ``E(g) - E(o)``.
-        origins: (M, n) origin embeddings ``E_o`` (any rows, typically those of the pairs in ``T``).
-        W: (n, m) map, or ``None``.
+        differences: (N, n) ``T``, rows ``E(g) - E(o)`` (any number of translations per origin).
+        origins: (M, n) origin embeddings.
+        W: (n, m) map of rank m (its column space is what is measured).
 
     Returns:
-        The ratio, a Python float.
+        ``r``, a Python float (computed in float64).
     """
     check_matrix(differences, "differences")
     check_matrix(origins, "origins", columns=differences.shape[1])
-    def rms(x: torch.Tensor) -> torch.Tensor:
-        return torch.linalg.norm(x) / len(x) ** 0.5
-
-    if W is None:
-        return (rms(differences) / rms(origins)).item()
     _check_map(W, "W", differences.shape[1])
-    W = W.to(differences.dtype)
-    return (rms(differences @ W) / rms(origins.to(W.dtype) @ W)).item()
+    t, o, w = differences.double(), origins.double(), W.double()
+    mapped_shift = t @ w
+    mapped_origins = (o - o.mean(0)) @ w
+    shift_moment = mapped_shift.T @ mapped_shift / len(t)
+    spread = mapped_origins.T @ mapped_origins / max(len(o) - 1, 1)
+    return (torch.trace(torch.linalg.solve(spread, shift_moment)) / w.shape[1]).item()
+
+
+def top_input_directions(W: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k`` input directions that ``z -> z W`` amplifies most: the top-``k`` left singular vectors of ``W``.
+
+    Args:
+        W: (n, m) map.
+        k: ``1 <= k <= min(n, m)``.
+
+    Returns:
+        (n, k) orthonormal columns, in float64.
+    """
+    check_matrix(W, "W")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= min(W.shape):
+        raise ValueError(f"k must be an integer in [1, {min(W.shape)}], got {k!r}")
+    left, _, _ = torch.linalg.svd(W.double(), full_matrices=False)
+    return left[:, :k]
+
+
+def subspace_overlap(A: torch.Tensor, B: torch.Tensor) -> float:
+    """Mean squared cosine of the principal angles between the column spaces of ``A`` and ``B``.
+
+    ``‖Q_Aᵀ Q_B‖_F² / k`` with ``Q`` orthonormal bases of the two k-dimensional spaces: 1 for the same space, 0 for
+    orthogonal ones, ``k / n`` on average for two random k-dimensional subspaces of R^n.
+
+    Args:
+        A, B: (n, k) matrices of rank k.
+    """
+    check_matrix(A, "A")
+    check_matrix(B, "B", columns=A.shape[1])
+    if A.shape[0] != B.shape[0]:
+        raise ValueError(f"A has {A.shape[0]} rows but B has {B.shape[0]}")
+    qa, _ = torch.linalg.qr(A.double())
+    qb, _ = torch.linalg.qr(B.double())
+    return (torch.linalg.norm(qa.T @ qb) ** 2 / A.shape[1]).item()
+
+
+def effective_dimension(embeddings: torch.Tensor, fraction: float) -> int:
+    """The number of principal directions that hold ``fraction`` of the centred variance of ``embeddings`` (N, n)."""
+    check_matrix(embeddings, "embeddings")
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    x = embeddings.double() - embeddings.double().mean(0)
+    variance = torch.linalg.svdvals(x) ** 2
+    cumulative = torch.cumsum(variance, 0) / variance.sum()
+    return min(int((cumulative < fraction - 1e-12).sum().item()) + 1, len(variance))
 
 
 def singular_value_cosine(W1: torch.Tensor, W2: torch.Tensor) -> float:
@@ -503,36 +563,6 @@ def singular_value_cosine(W1: torch.Tensor, W2: torch.Tensor) -> float:
     if v1.shape != v2.shape:
         raise ValueError(f"W1 has {v1.numel()} singular values but W2 has {v2.numel()}")
     return F.cosine_similarity(v1, v2, dim=0).item()
-
-
-def generalisation_gap(T2: torch.Tensor, W1: torch.Tensor, W2: torch.Tensor) -> tuple[float, float]:
-    """Theorem 2 (Eq. 3): how nearly the other model's map ``W_1`` solves ``T_2 W = 0``, next to ``W_2``.
-
-    The proof (Eqs. 5-7) writes ``W_1 = α U_3 W_2 V_3`` with ``α`` the ratio of the singular values
-    (``Σ_1 = α Σ_2``) and bounds ``‖T_2 W_1‖ <= α ‖T_2 W_2‖ ‖M‖``. The scale ``α`` is removed here by
-    dividing each map by its Frobenius norm ``‖W_i‖_F = ‖v_i‖`` (so that ``α = 1``), and both norms are
-    divided by ``‖T_2‖_F`` to be scale free::
-
-        gap_i = ‖T_2 W_i‖_F / (‖T_2‖_F ‖W_i‖_F)   in [0, 1]
-
-    It is at most 1 (reached when every column of ``W_i`` lies along the top singular direction of
-    ``T_2`` and that direction holds all of it); a ``W`` with random isotropic columns gives about ``1/√n``.
-
-    Args:
-        T2: (N, n) differences ``E_1(g_2) - E_1(o)`` of the second diffusion model, one per row.
-        W1: (n, m1) map learned on the first model.
-        W2: (n, m2) map learned on the second model.
-
-    Returns:
-        ``(gap_1, gap_2)``: Theorem 2 predicts ``gap_1 ≈ gap_2 ≈ 0``.
-    """
-    check_matrix(T2, "T2")
-    gaps = []
-    for name, W in (("W1", W1), ("W2", W2)):
-        _check_map(W, name, T2.shape[1])
-        W = W.to(T2.dtype)
-        gaps.append((torch.linalg.norm(T2 @ W) / (torch.linalg.norm(T2) * torch.linalg.norm(W))).item())
-    return gaps[0], gaps[1]
 
 
 # --------------------------------------------------------------------------------------------------------

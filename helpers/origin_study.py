@@ -10,7 +10,8 @@ Methods beside the linear map of :mod:`helpers.origin`: raw VAE embeddings (:fun
 similarity-based pixel CNN (:class:`helpers.models.pixel_cnn.PixelEmbedder`, trained with the same CosFace loss
 through :func:`helpers.origin.train_map` on flattened pixels), and frozen EfficientNet-Lite0 features
 (:mod:`helpers.models.pretrained`). :func:`train_classifier` also measures how far apart the generators are,
-as the paper's generator classifier does. :func:`gaussian_blur` and :func:`jpeg` are the query attacks of its
+as the paper's generator classifier does. :func:`random_subspace_ratios` and :func:`generalisation_row` hold the
+theorem checks' controls. :func:`gaussian_blur` and :func:`jpeg` are the query attacks of its
 robustness study.
 
 The notebook's presets are :data:`SPEC`; its cached steps are the ``study_*`` functions.
@@ -37,7 +38,15 @@ from helpers.data.images import photo_crops
 from helpers.models import img2img
 from helpers.models.img2img import Img2ImgGenerator, encode
 from helpers.models.pixel_cnn import PixelEmbedder
-from helpers.origin import LinearMap, MLPMap, train_map
+from helpers.origin import (
+    LinearMap,
+    MLPMap,
+    invariant_ratio,
+    singular_value_cosine,
+    subspace_overlap,
+    top_input_directions,
+    train_map,
+)
 from helpers.retrieval import evaluate
 from helpers.runtime import torch_generator
 from helpers.training import fit
@@ -288,8 +297,9 @@ class Queries:
     """Every translation the study needs (images in [0, 1], row ``i`` translates origin ``i`` of its set).
 
     Attributes:
-        train: ``{generator: [K tensors (num_train, 3, S, S)]}`` for the seen generator (K translations per
-            origin) and one set for the second generator (for W₂ of Theorem 2).
+        train: ``{generator: [K tensors (num_train, 3, S, S)]}``, K translations of every training origin by every
+            generator: the seen generator's train W₁, each unseen generator's train that generator's own W (the
+            oracle W₁ is compared with, and the W₂ of Observation 1 and Theorem 2).
         classifier: ``{generator: (classifier_origins, 3, S, S)}`` translations of the first training origins,
             the generator classifier's training set.
         test: ``{generator: (num_test, 3, S, S)}`` translations of the test origins, the retrieval queries.
@@ -310,17 +320,13 @@ def study_queries(cfg, generators: Mapping[str, Img2ImgGenerator], split: Origin
 def _translate_queries(*, generators: Mapping[str, Img2ImgGenerator], train: torch.Tensor, test: torch.Tensor,
                        seed: int, translations_per_origin: int, classifier_origins: int) -> Queries:
     """The translations of :class:`Queries` (the cached step of :func:`study_queries`): ``translations_per_origin``
-    of each training origin by the first generator, one by the second, one of the first ``classifier_origins``
-    training origins by each other generator, and one of each test origin by every generator."""
-    names = list(generators)
-    queries = {names[0]: [translate_batched(generators[names[0]], train, seed * 1000 + k,
-                                            desc=f"{names[0]} train #{k}")[0]
-                          for k in range(translations_per_origin)],
-               names[1]: [translate_batched(generators[names[1]], train, seed * 1000, desc=f"{names[1]} train")[0]]}
-    few = classifier_origins
-    classifier = {n: queries[n][0][:few] if n in queries else
-                  translate_batched(g, train[:few], seed * 1000, desc=f"{n} classifier")[0]
-                  for n, g in generators.items()}
+    of each training origin by every generator (the first of them also trains the generator classifier, on the
+    first ``classifier_origins`` origins), and one of each test origin by every generator (stream ``999``)."""
+    # Training translations: independent prompts and noise per generator (W₁ and an unseen generator's own W share
+    # the origins, nothing else). Test queries: one prompt per origin shared by all generators, as in OriPID.
+    queries = {n: [translate_batched(g, train, seed * 1000 + 100 * index + k, desc=f"{n} train #{k}")[0]
+                   for k in range(translations_per_origin)] for index, (n, g) in enumerate(generators.items())}
+    classifier = {n: translations[0][:classifier_origins] for n, translations in queries.items()}
     tests = {n: translate_batched(g, test, seed * 1000 + 999, desc=f"{n} test")[0] for n, g in generators.items()}
     return Queries(queries, classifier, tests)
 
@@ -362,3 +368,53 @@ def _train_map(*, rows: torch.Tensor, labels: torch.Tensor, out_dim: int, layers
     train_map(model.to(device), rows, labels, int(labels.max()) + 1, steps, seed, lr=lr,
               batch_size=min(256, len(rows)), loss=loss, checkpoint=checkpoint, desc=desc)
     return {"model": model.cpu().eval(), "seconds": time.perf_counter() - start}
+
+
+# ------------------------------------------------------------------------------------------ theory checks
+
+
+def random_subspace_ratios(differences: torch.Tensor, origins: torch.Tensor, m: int, draws: int,
+                           seed: int) -> np.ndarray:
+    """:func:`helpers.origin.invariant_ratio` of ``draws`` random m-dimensional subspaces (Gaussian ``(n, m)`` maps,
+    draw ``k`` on stream ``k`` of ``seed``): the control a learned or constructed rank-m map must beat."""
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}")
+    n = differences.shape[1]
+    return np.array([invariant_ratio(differences, origins,
+                                     torch.randn(n, m, generator=torch_generator(seed, k), dtype=torch.float64))
+                     for k in range(draws)])
+
+
+def generalisation_row(W1: torch.Tensor, W_own: torch.Tensor, W1_start: torch.Tensor, W_own_start: torch.Tensor,
+                       W1_low: torch.Tensor, W_own_low: torch.Tensor, differences: torch.Tensor,
+                       origins: torch.Tensor, *, draws: int, seed: int) -> dict[str, float]:
+    """Observation 1 and Theorem 2 for one unseen generator, each beside a control a random map cannot beat.
+
+    Args:
+        W1: (n, m) the map trained on the seen generator.
+        W_own: (n, m) the map trained on this generator (the paper's W₂).
+        W1_start, W_own_start: their untrained random initialisations.
+        W1_low, W_own_low: (n, k) the same two maps trained at a rank k < n, where the invariant ratio can tell
+            subspaces apart; k is also the number of top input directions whose overlap is measured.
+        differences: (N, n) ``T₂``, held-out rows ``E(g₂) − E(o)`` of this generator.
+        origins: (N, n) the origins of those rows.
+        draws, seed: the random k-dimensional subspaces of :func:`random_subspace_ratios`.
+
+    Returns:
+        ``sv_cosine`` / ``sv_cosine_starts`` (Eq. 4 for the trained maps and for their random starts),
+        ``overlap`` / ``overlap_starts`` (:func:`helpers.origin.subspace_overlap` of the top-k input directions of
+        W1 and W_own, and of their starts), ``ratio_w1`` / ``ratio_own`` / ``ratio_random_mean`` /
+        ``ratio_random_min`` (:func:`helpers.origin.invariant_ratio` on ``T₂`` of the rank-k maps and of random
+        subspaces).
+    """
+    k = W1_low.shape[1]
+    if W_own_low.shape != W1_low.shape:
+        raise ValueError(f"the rank-k maps must have one shape, got {tuple(W1_low.shape)} and {tuple(W_own_low.shape)}")
+    random = random_subspace_ratios(differences, origins, k, draws, seed)
+    return {"sv_cosine": singular_value_cosine(W1, W_own),
+            "sv_cosine_starts": singular_value_cosine(W1_start, W_own_start),
+            "overlap": subspace_overlap(top_input_directions(W1, k), top_input_directions(W_own, k)),
+            "overlap_starts": subspace_overlap(top_input_directions(W1_start, k), top_input_directions(W_own_start, k)),
+            "ratio_w1": invariant_ratio(differences, origins, W1_low),
+            "ratio_own": invariant_ratio(differences, origins, W_own_low),
+            "ratio_random_mean": float(random.mean()), "ratio_random_min": float(random.min())}

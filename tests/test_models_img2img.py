@@ -158,7 +158,10 @@ def test_train_generator_and_lemma1(vae, images):
 def test_generator_specs_differ():
     specs = img2img.GENERATOR_SPECS
     assert len(specs) >= 4 and len({s.name for s in specs}) == len(specs)
-    assert len({s.scheduler for s in specs}) >= 3 and len({s.strength for s in specs}) >= 3
+    assert len({s.scheduler for s in specs}) >= 3
+    # matched on purpose: every generator starts near the seen one's timestep and draws from the same styles
+    assert all(abs(s.start_timestep - specs[0].start_timestep) <= 25 for s in specs)
+    assert len({s.styles for s in specs}) == 1
     with pytest.raises(ValueError, match="strength"):
         img2img.GeneratorSpec("bad", "DDIMScheduler", 0.0)
     with pytest.raises(ValueError, match="would run 5"):  # diffusers truncates 5.5 steps to 5
@@ -166,6 +169,20 @@ def test_generator_specs_differ():
     for spec in specs:  # the steps img2img runs are exactly the strength asked for
         generator = img2img.Img2ImgGenerator(None, None, spec.scheduler, spec.strength, spec.num_inference_steps)
         assert len(generator.timesteps()) == round(spec.strength * spec.num_inference_steps)
+
+
+def test_spec_starting_at_picks_the_nearest_start():
+    # DDIM over 10 steps starts at 901, 801, ..., 1 (steps_offset 1): 401 is 5 kept steps, strength 0.5
+    spec = img2img.GeneratorSpec.starting_at(401, "ddim", "DDIMScheduler")
+    assert (spec.strength, spec.start_timestep) == (0.5, 401.0)
+    assert img2img.GeneratorSpec.starting_at(430, "ddim", "DDIMScheduler").start_timestep == 401.0
+    # DDPM over 20 steps: 950, 900, ..., 0; 400 is 9 kept steps
+    ddpm = img2img.GeneratorSpec.starting_at(401, "ddpm", "DDPMScheduler", num_inference_steps=20, look="vivid")
+    assert (ddpm.strength, ddpm.start_timestep, ddpm.look) == (0.45, 400.0, "vivid")
+    generator = img2img.Img2ImgGenerator(None, None, ddpm.scheduler, ddpm.strength, ddpm.num_inference_steps)
+    assert float(generator.timesteps()[0]) == ddpm.start_timestep
+    with pytest.raises(ValueError, match="start_timestep"):
+        img2img.GeneratorSpec.starting_at(1000, "bad", "DDIMScheduler")
 
 
 def test_generator_specs_have_distinct_house_looks():

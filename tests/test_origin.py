@@ -10,13 +10,15 @@ from helpers.origin import (
     cosface_logits,
     cosface_loss,
     discriminant_map,
+    effective_dimension,
     extract,
-    generalisation_gap,
+    invariant_ratio,
     lemma1_residual,
     null_space_map,
     official_schedule,
-    shrinkage,
     singular_value_cosine,
+    subspace_overlap,
+    top_input_directions,
     train_map,
 )
 from helpers.retrieval import evaluate
@@ -74,10 +76,13 @@ def test_maps_have_seeded_default_init_and_the_right_shapes():
     assert not torch.equal(LinearMap(64, 16, seed=4).matrix, linear.matrix)
     x = torch.randn(5, 64)
     torch.testing.assert_close(MLPMap(64, 16, layers=1, seed=3)(x), linear(x), rtol=0, atol=0)
-    deep = MLPMap(64, 16, layers=4)
-    assert deep(x).shape == (5, 16)
-    assert sum(isinstance(layer, torch.nn.Linear) for layer in deep.net) == 4
-    assert sum(isinstance(layer, torch.nn.ReLU) for layer in deep.net) == 3
+    # the residual MLP starts as the linear map (its blocks' last layers are zero) and has a bias inside each block
+    deep = MLPMap(64, 16, layers=4, seed=3)
+    torch.testing.assert_close(deep(x), linear(x), rtol=0, atol=0)
+    assert len(deep.blocks) == 3 and all(block[0].bias is not None for block in deep.blocks)
+    with torch.no_grad():
+        deep.blocks[0][2].weight.fill_(0.1)
+    assert not torch.allclose(deep(x), linear(x))
 
 
 def test_official_schedule_shape():
@@ -118,10 +123,11 @@ def test_planted_shift_is_learned_and_removed():
     mapped = evaluate(extract(model, queries), extract(model, gallery), relevant)
     assert raw["mAP"] < 0.5 and mapped["mAP"] > 0.95 and mapped["acc@1"] > raw["acc@1"] + 0.5
 
+    # The trained rank-m map's column space avoids the planted shift; a random subspace of that rank does not.
     differences = (test_generated - test_origins[:, None]).reshape(-1, n)
-    identity = shrinkage(differences, test_origins)
-    assert shrinkage(differences, test_origins, model.matrix) < 0.2 * identity
-    assert shrinkage(differences, test_origins, torch.randn(n, m, generator=torch_generator(3, 0))) > 0.6 * identity
+    trained = invariant_ratio(differences, test_origins, model.matrix)
+    random = invariant_ratio(differences, test_origins, torch.randn(n, m, generator=torch_generator(3, 0)))
+    assert trained < 0.05 * random
 
 
 def test_training_is_deterministic_and_resumes_exactly(tmp_path):
@@ -195,16 +201,75 @@ def test_null_space_map_annihilates_an_exact_low_rank_shift():
     W = null_space_map(differences, m)
     assert W.shape == (n, m)
     torch.testing.assert_close(W.T @ W, torch.eye(m, dtype=torch.float64))  # orthonormal: full rank
-    assert shrinkage(differences, origins, W) < 1e-12
-    assert shrinkage(differences, origins) > 1.0
+    assert torch.linalg.norm(differences @ W) < 1e-10 * torch.linalg.norm(differences)
+    assert invariant_ratio(differences, origins, W) < 1e-12
     random_W = torch.randn(n, m, generator=torch_generator(0, 3), dtype=torch.float64)
-    assert shrinkage(differences, origins, random_W) > 1.0
+    assert invariant_ratio(differences, origins, random_W) > 0.01
     # Fewer rows than dimensions: the zero singular values count as null space too.
-    assert shrinkage(differences[:5], origins, null_space_map(differences[:5], n - 5)) < 1e-12
-    # per row: two translations per origin (T stacked twice) give the same ratio as one
-    stacked = torch.cat([differences, differences])
-    assert shrinkage(stacked, origins, random_W) == pytest.approx(shrinkage(differences, origins, random_W))
-    assert shrinkage(stacked, origins) == pytest.approx(shrinkage(differences, origins))
+    few = null_space_map(differences[:5], n - 5)
+    assert torch.linalg.norm(differences[:5] @ few) < 1e-10 * torch.linalg.norm(differences[:5])
+
+
+def test_invariant_ratio_depends_only_on_the_subspace():
+    g = torch_generator(0, 6)
+    n, m = 12, 4
+    origins = torch.randn(300, n, generator=g, dtype=torch.float64) * torch.linspace(0.5, 2, n, dtype=torch.float64)
+    differences = torch.randn(500, n, generator=g, dtype=torch.float64) * torch.linspace(2, 0.1, n, dtype=torch.float64)
+    W = torch.randn(n, m, generator=g, dtype=torch.float64)
+    mixing = torch.randn(m, m, generator=g, dtype=torch.float64)  # any invertible reparametrisation
+    assert invariant_ratio(differences, origins, W @ mixing) == pytest.approx(invariant_ratio(differences, origins, W))
+    # Known answer: the subspace of coordinates 0-3 scores tr(C_o⁻¹ C_T)/m on those coordinates, which for these
+    # nearly diagonal covariances is about the mean of the per-coordinate ratios.
+    axes = torch.eye(n, dtype=torch.float64)[:, :m]
+    kept = differences[:, :m]
+    expected = (torch.linalg.solve(torch.cov(origins[:, :m].T), kept.T @ kept / len(kept)).trace() / m).item()
+    assert invariant_ratio(differences, origins, axes) == pytest.approx(expected)
+    per_coordinate = (kept**2).mean(0) / origins[:, :m].var(0)
+    assert expected == pytest.approx(per_coordinate.mean().item(), rel=0.1)
+    # at m = n every invertible map scores the same
+    square = torch.randn(n, n, generator=g, dtype=torch.float64)
+    identity = torch.eye(n, dtype=torch.float64)
+    assert invariant_ratio(differences, origins, square) == pytest.approx(invariant_ratio(differences, origins, identity))
+    # twice the same translations (two per origin) give the same ratio
+    assert invariant_ratio(torch.cat([differences, differences]), origins, W) == pytest.approx(
+        invariant_ratio(differences, origins, W))
+
+
+def test_discriminant_map_minimises_the_invariant_ratio():
+    g = torch_generator(0, 7)
+    n, m = 16, 5
+    origins = torch.randn(400, n, generator=g, dtype=torch.float64) @ torch.randn(n, n, generator=g, dtype=torch.float64)
+    differences = torch.randn(400, n, generator=g, dtype=torch.float64) @ torch.randn(n, n, generator=g,
+                                                                                     dtype=torch.float64)
+    best = invariant_ratio(differences, origins, discriminant_map(differences, origins, m, ridge=1e-12))
+    for k in range(20):
+        other = torch.randn(n, m, generator=torch_generator(1, k), dtype=torch.float64)
+        assert best <= invariant_ratio(differences, origins, other) + 1e-9
+
+
+def test_top_input_directions_and_subspace_overlap():
+    g = torch_generator(0, 8)
+    n = 20
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    W = q @ torch.diag(torch.arange(n, 0, -1, dtype=torch.float64)) @ q.T  # singular values n, n-1, ..., 1
+    top = top_input_directions(W, 3)
+    assert subspace_overlap(top, q[:, :3]) == pytest.approx(1.0)
+    assert subspace_overlap(top, q[:, 3:6]) == pytest.approx(0.0, abs=1e-12)
+    assert subspace_overlap(q[:, :4], q[:, 2:6]) == pytest.approx(0.5)  # two shared directions of four
+    assert subspace_overlap(top, top @ torch.randn(3, 3, generator=g, dtype=torch.float64)) == pytest.approx(1.0)
+    # two random k-dimensional subspaces of R^n overlap by about k / n
+    overlaps = [subspace_overlap(torch.randn(200, 20, generator=torch_generator(2, k)),
+                                 torch.randn(200, 20, generator=torch_generator(3, k))) for k in range(10)]
+    assert sum(overlaps) / 10 == pytest.approx(20 / 200, rel=0.15)
+
+
+def test_effective_dimension():
+    x = torch.zeros(50, 6, dtype=torch.float64)
+    x[:, :3] = torch.randn(50, 3, generator=torch_generator(0, 9), dtype=torch.float64) * torch.tensor([10.0, 3.0, 1.0],
+                                                                                                          dtype=torch.float64)
+    assert effective_dimension(x, 1.0) == 3
+    assert effective_dimension(x, 0.5) == 1
+    assert effective_dimension(x + 5.0, 0.5) == 1  # centred: a constant offset adds no dimension
 
 
 def test_singular_value_cosine():
@@ -216,22 +281,6 @@ def test_singular_value_cosine():
     spiky = torch.diag(torch.tensor([10.0, 1, 1, 1, 1, 1, 1, 1], dtype=torch.float64))
     flat = torch.eye(8, dtype=torch.float64)
     assert singular_value_cosine(spiky, flat) == pytest.approx(17 / (math.sqrt(107) * math.sqrt(8)))
-
-
-def test_generalisation_gap_small_only_when_the_shifts_share_a_subspace():
-    n, rank, m = 48, 6, 24
-    g = torch_generator(0, 5)
-    basis = torch.randn(rank, n, generator=g, dtype=torch.float64)
-    T1 = torch.randn(100, rank, generator=g, dtype=torch.float64) @ basis
-    T2 = torch.randn(100, rank, generator=g, dtype=torch.float64) @ basis  # other mixing, same span
-    W1, W2 = null_space_map(T1, m), null_space_map(T2, m)
-    gap1, gap2 = generalisation_gap(T2, W1, W2)
-    assert gap1 < 1e-12 and gap2 < 1e-12
-    T3 = _low_rank(100, n, rank, seed=7)  # an unrelated shift
-    gap1, gap3 = generalisation_gap(T3, W1, null_space_map(T3, m))
-    assert gap3 < 1e-12 and gap1 > 0.05
-    random_gap, _ = generalisation_gap(T3, torch.randn(n, m, generator=g, dtype=torch.float64), W1)
-    assert 0.3 / math.sqrt(n) < random_gap < 3 / math.sqrt(n)
 
 
 # ---- bad input -----------------------------------------------------------------------------------------
@@ -258,10 +307,13 @@ def _train(**overrides):
         (lambda: lemma1_residual(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 4), 0.5), "shape"),
         (lambda: lemma1_residual(torch.zeros(2, 3), torch.ones(2, 3), torch.zeros(2, 3), 1.0), r"\(0, 1\)"),
         (lambda: null_space_map(torch.randn(5, 8), 9), "m must be"),
-        (lambda: shrinkage(torch.randn(5, 8), torch.randn(5, 7)), "columns"),
-        (lambda: shrinkage(torch.randn(5, 8), torch.randn(5, 8), torch.randn(7, 4)), "rows"),
+        (lambda: invariant_ratio(torch.randn(5, 8), torch.randn(5, 7), torch.randn(8, 2)), "columns"),
+        (lambda: invariant_ratio(torch.randn(5, 8), torch.randn(5, 8), torch.randn(7, 4)), "rows"),
+        (lambda: invariant_ratio(torch.randn(5, 8), torch.randn(5, 8), torch.randn(8, 9)), "m = 9"),
         (lambda: singular_value_cosine(torch.randn(8, 4), torch.randn(8, 3)), "singular values"),
-        (lambda: generalisation_gap(torch.randn(5, 8), torch.randn(8, 4), torch.randn(8, 9)), "m = 9"),
+        (lambda: top_input_directions(torch.randn(8, 4), 5), "k must be"),
+        (lambda: subspace_overlap(torch.randn(8, 4), torch.randn(9, 4)), "rows"),
+        (lambda: effective_dimension(torch.randn(8, 4), 0.0), "fraction"),
     ],
 )
 def test_bad_input_raises_value_error(call, match):
@@ -279,11 +331,10 @@ def test_discriminant_map_keeps_origins_apart_where_the_null_space_does_not():
     shift[:, :5] = torch.randn(400, 5, generator=generator)
     noise = torch.cat([torch.full((10,), 1e-1), torch.full((10,), 1e-2)])
     T = shift + noise * torch.randn(400, n, generator=generator)
-    centred = origins - origins.mean(0)
-    null_ratio = shrinkage(T, centred, null_space_map(T, 10))
+    null_ratio = invariant_ratio(T, origins, null_space_map(T, 5))
     discriminant = discriminant_map(T, origins, 5)
     assert discriminant.shape == (n, 5) and discriminant.dtype == torch.float64
-    disc_ratio = shrinkage(T, centred, discriminant)
+    disc_ratio = invariant_ratio(T, origins, discriminant)
     assert null_ratio > 0.3 and disc_ratio < 0.2 * null_ratio  # the null space: origins barely vary there
     # the chosen directions are the origin dims free of shift (5-9)
     assert discriminant[5:10].norm() > 10 * discriminant[:5].norm()

@@ -2,6 +2,7 @@
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKL
@@ -188,3 +189,45 @@ def test_full_preset_pipeline_runs_at_64_px(tmp_path, monkeypatch):
     pixel_rows = origin_study.flatten_pixels(torch.cat([split.train, split.train]))
     cnn, _ = origin_study.study_map(cfg, "full-cnn", pixel_rows, torch.arange(6).repeat(2), out_dim=8, pixels=True)
     assert cnn(pixel_rows).shape == (12, 8)
+
+
+def test_queries_translate_every_generator_with_its_own_draws(tmp_path, monkeypatch, split, tiny_generator):
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    other = img2img.Img2ImgGenerator(tiny_generator.vae, tiny_generator.denoiser, num_inference_steps=4, strength=0.5)
+    cfg = SimpleNamespace(seed=0, translations_per_origin=2, classifier_origins=3)
+    queries = origin_study.study_queries(cfg, {"seen": tiny_generator, "unseen": other}, split)
+    assert all(len(queries.train[name]) == 2 and queries.train[name][0].shape == split.train.shape
+               for name in ("seen", "unseen"))
+    # the same model under two names: training translations differ (own prompts and noise), test queries agree
+    assert not torch.equal(queries.train["seen"][0], queries.train["unseen"][0])
+    assert torch.equal(queries.test["seen"], queries.test["unseen"])
+    assert torch.equal(queries.classifier["unseen"], queries.train["unseen"][0][:3])
+
+
+def test_random_subspaces_and_generalisation_row():
+    g = torch.Generator().manual_seed(0)
+    n, m = 16, 4
+    origins = torch.randn(300, n, generator=g, dtype=torch.float64)
+    scale = torch.ones(n, dtype=torch.float64)
+    scale[:m] = 0.01  # the shift avoids the first m coordinates
+    differences = torch.randn(300, n, generator=g, dtype=torch.float64) * scale
+    ratios = origin_study.random_subspace_ratios(differences, origins, m, draws=10, seed=0)
+    assert ratios.shape == (10,) and np.array_equal(ratios, origin_study.random_subspace_ratios(
+        differences, origins, m, draws=10, seed=0))
+    # two maps that keep the shift-free coordinates, and two random starts
+    good = torch.zeros(n, n, dtype=torch.float64)
+    good[:m, :m] = torch.diag(torch.tensor([4.0, 3.0, 2.5, 2.0], dtype=torch.float64))
+    good[m:, m:] = 0.1 * torch.eye(n - m, dtype=torch.float64)
+    other_good = good.clone()
+    other_good[:m, :m] = torch.diag(torch.tensor([2.0, 4.0, 3.0, 2.5], dtype=torch.float64))
+    starts = [torch.randn(n, n, generator=g, dtype=torch.float64) for _ in range(2)]
+    row = origin_study.generalisation_row(good, other_good, *starts, good[:, :m], other_good[:, :m], differences,
+                                          origins, draws=10, seed=0)
+    assert row["overlap"] == pytest.approx(1.0) and row["overlap_starts"] < 0.8
+    assert row["ratio_w1"] == pytest.approx(row["ratio_own"]) and row["ratio_w1"] < 0.01 * row["ratio_random_min"]
+    assert row["ratio_random_min"] <= row["ratio_random_mean"]
+    with pytest.raises(ValueError, match="draws"):
+        origin_study.random_subspace_ratios(differences, origins, m, draws=0, seed=0)
+    with pytest.raises(ValueError, match="one shape"):
+        origin_study.generalisation_row(good, other_good, *starts, good[:, :m], good[:, :2], differences, origins,
+                                        draws=2, seed=0)

@@ -346,6 +346,22 @@ class ResidualDenoiser(nn.Module):
 # ------------------------------------------------------------------------------------- generator
 
 
+def img2img_timesteps(scheduler_name: str, num_inference_steps: int, strength: float, scheduler=None) -> torch.Tensor:
+    """The timesteps an img2img run takes: the last ``strength`` of a ``num_inference_steps`` schedule.
+
+    diffusers' rule: ``int(num_inference_steps · strength)`` steps are kept, the earlier (noisier) ones skipped.
+    ``scheduler`` (default: a fresh ``scheduler_name``) is set to the schedule and to its begin index.
+    """
+    scheduler = make_scheduler(scheduler_name) if scheduler is None else scheduler
+    scheduler.set_timesteps(num_inference_steps)
+    kept = min(int(num_inference_steps * strength), num_inference_steps)
+    start = (num_inference_steps - kept) * scheduler.order
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(start)
+    return scheduler.timesteps[start:]
+
+
+
 @dataclass(frozen=True, eq=False)
 class Img2ImgGenerator:
     """A latent img2img diffusion model in SD's mould, without classifier-free guidance.
@@ -398,13 +414,7 @@ class Img2ImgGenerator:
 
         ``scheduler`` (default: a fresh one) is set to the schedule and to its begin index.
         """
-        scheduler = make_scheduler(self.scheduler) if scheduler is None else scheduler
-        scheduler.set_timesteps(self.num_inference_steps)
-        kept = min(int(self.num_inference_steps * self.strength), self.num_inference_steps)
-        start = (self.num_inference_steps - kept) * scheduler.order
-        if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(start)
-        return scheduler.timesteps[start:]
+        return img2img_timesteps(self.scheduler, self.num_inference_steps, self.strength, scheduler)
 
     @torch.no_grad()
     def translate(self, images: torch.Tensor, prompts: torch.Tensor | Sequence[int], seed: int,
@@ -629,6 +639,10 @@ def refit_decoder_output(vae: AutoencoderKL, images: torch.Tensor, look: str, *,
 class GeneratorSpec:
     """How one generator of the family differs from the others.
 
+    A nominal strength means different things across schedulers (DDIM's ``steps_offset``, Euler's and DPM's own
+    spacings): build specs with :meth:`starting_at`, which names the timestep a translation starts from (how much
+    noise buries the origin) and derives the strength; :attr:`start_timestep` reports it.
+
     Attributes:
         name: label used in figures and tables.
         scheduler: a key of :data:`SCHEDULERS`.
@@ -647,7 +661,7 @@ class GeneratorSpec:
     scheduler: str
     strength: float
     num_inference_steps: int = 10
-    styles: tuple[int, ...] = (0, 1, 2, 3)
+    styles: tuple[int, ...] = tuple(range(len(STYLE_NAMES)))
     channels: tuple[int, int] = (32, 64)
     attention: bool = False
     seed_offset: int = 0
@@ -665,22 +679,51 @@ class GeneratorSpec:
         if not self.styles or any(not 0 <= s < len(STYLE_NAMES) for s in self.styles):
             raise ValueError(f"styles must be indices into STYLE_NAMES, got {self.styles}")
 
+    @classmethod
+    def starting_at(cls, start_timestep: float, name: str, scheduler: str, num_inference_steps: int = 10,
+                    **fields) -> GeneratorSpec:
+        """The spec whose translations start nearest to ``start_timestep`` (of 1000 training timesteps).
+
+        Of the strengths ``k / num_inference_steps`` (k kept steps), the one whose first timestep is closest to
+        ``start_timestep`` is taken (the fewer steps on a tie); ``fields`` are the other attributes.
+        """
+        if not 0 <= start_timestep < NOISE_SCHEDULE["num_train_timesteps"]:
+            raise ValueError(f"start_timestep must be in [0, {NOISE_SCHEDULE['num_train_timesteps']}), "
+                             f"got {start_timestep}")
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+        starts = {kept: float(img2img_timesteps(scheduler, num_inference_steps, kept / num_inference_steps)[0])
+                  for kept in range(1, num_inference_steps + 1)}
+        kept = min(starts, key=lambda k: (abs(starts[k] - start_timestep), k))
+        return cls(name, scheduler, kept / num_inference_steps, num_inference_steps=num_inference_steps, **fields)
+
+    @property
+    def start_timestep(self) -> float:
+        """The (noisiest) timestep a translation starts from."""
+        return float(img2img_timesteps(self.scheduler, self.num_inference_steps, self.strength)[0])
+
     def as_dict(self) -> dict:
         return {"name": self.name, "scheduler": self.scheduler, "strength": self.strength,
+                "start_timestep": round(self.start_timestep, 1),
                 "num_inference_steps": self.num_inference_steps, "styles": list(self.styles),
                 "channels": list(self.channels), "attention": self.attention,
                 "seed_offset": self.seed_offset, "look": self.look}
 
 
-# The first plays OriPID's SD2 (the generator W is trained on); the others are the "unseen" models.
+# The first plays OriPID's SD2 (the generator W is trained on); the others are the "unseen" models. Every one
+# starts its translations from about the same timestep (401: ᾱ ≈ 0.42, where DDIM at strength 0.5 starts) and
+# draws its prompts from the same five styles, as OriPID's seven models share one prompt distribution; they differ
+# in scheduler, schedule length, denoiser and decoder look. DDPM stays the harder case: its ancestral sampler
+# re-adds fresh noise at every step.
+START_TIMESTEP = 401
 GENERATOR_SPECS = (
-    GeneratorSpec("ddim-base", "DDIMScheduler", 0.5),
-    GeneratorSpec("ddpm-strong", "DDPMScheduler", 0.6, num_inference_steps=20, styles=(4, 1, 3, 0), seed_offset=1,
-                  look="vivid"),
-    GeneratorSpec("euler-wide", "EulerDiscreteScheduler", 0.55, num_inference_steps=20, styles=(2, 3, 4, 1),
-                  channels=(48, 96), seed_offset=2, look="faded"),
-    GeneratorSpec("dpm-small", "DPMSolverMultistepScheduler", 0.45, num_inference_steps=20, styles=(3, 2, 1, 4),
-                  channels=(16, 32), seed_offset=3, look="teal_orange"),
+    GeneratorSpec.starting_at(START_TIMESTEP, "ddim-base", "DDIMScheduler"),
+    GeneratorSpec.starting_at(START_TIMESTEP, "ddpm-ancestral", "DDPMScheduler", num_inference_steps=20,
+                              seed_offset=1, look="vivid"),
+    GeneratorSpec.starting_at(START_TIMESTEP, "euler-wide", "EulerDiscreteScheduler", num_inference_steps=20,
+                              channels=(48, 96), seed_offset=2, look="faded"),
+    GeneratorSpec.starting_at(START_TIMESTEP, "dpm-small", "DPMSolverMultistepScheduler", num_inference_steps=20,
+                              channels=(16, 32), seed_offset=3, look="teal_orange"),
 )
 
 
