@@ -41,12 +41,11 @@ for seed in args.seeds:
     generators = origin_study.study_generators(cfg, vae, split)
     queries = origin_study.study_queries(cfg, generators, split)
     seen = next(iter(generators))
-    embed = lambda x: origin_study.vae_embeddings(vae, x)  # noqa: E731
-    train_o, test_o = embed(split.train), embed(split.test)
-    train_q = [embed(x) for x in queries.train[seen]]
+    train_o, test_o = (origin_study.vae_embeddings(vae, x) for x in (split.train, split.test))
+    train_q = [origin_study.vae_embeddings(vae, x) for x in queries.train[seen]]
     rows, labels = origin_study.stack_pairs(train_o, train_q)
     W1 = origin_study.study_map(cfg, "linear", rows, labels, out_dim=cfg.map_dim)[0].matrix.double()
-    pairs = {"held-out": (embed(queries.test[seen]) - test_o, test_o),
+    pairs = {"held-out": (origin_study.vae_embeddings(vae, queries.test[seen]) - test_o, test_o),
              "training": (torch.cat([q - train_o for q in train_q]), torch.cat([train_o] * len(train_q)))}
     T_fit = pairs["training"][0]
     for m in (8, 32):

@@ -229,7 +229,8 @@ def test_invariant_ratio_depends_only_on_the_subspace():
     # at m = n every invertible map scores the same
     square = torch.randn(n, n, generator=g, dtype=torch.float64)
     identity = torch.eye(n, dtype=torch.float64)
-    assert invariant_ratio(differences, origins, square) == pytest.approx(invariant_ratio(differences, origins, identity))
+    whole = invariant_ratio(differences, origins, identity)
+    assert invariant_ratio(differences, origins, square) == pytest.approx(whole)
     # twice the same translations (two per origin) give the same ratio
     assert invariant_ratio(torch.cat([differences, differences]), origins, W) == pytest.approx(
         invariant_ratio(differences, origins, W))
@@ -238,9 +239,11 @@ def test_invariant_ratio_depends_only_on_the_subspace():
 def test_discriminant_map_minimises_the_invariant_ratio():
     g = torch_generator(0, 7)
     n, m = 16, 5
-    origins = torch.randn(400, n, generator=g, dtype=torch.float64) @ torch.randn(n, n, generator=g, dtype=torch.float64)
-    differences = torch.randn(400, n, generator=g, dtype=torch.float64) @ torch.randn(n, n, generator=g,
-                                                                                     dtype=torch.float64)
+    def correlated(rows):
+        return torch.randn(rows, n, generator=g, dtype=torch.float64) @ torch.randn(n, n, generator=g,
+                                                                                   dtype=torch.float64)
+
+    origins, differences = correlated(400), correlated(400)
     best = invariant_ratio(differences, origins, discriminant_map(differences, origins, m, ridge=1e-12))
     for k in range(20):
         other = torch.randn(n, m, generator=torch_generator(1, k), dtype=torch.float64)
