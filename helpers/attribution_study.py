@@ -33,17 +33,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.decomposition import PCA
 
 from helpers import origin_study
-from helpers.attribution import Heads, fastica_per_domain, train_heads, whiten_per_domain
+from helpers.attribution import Heads, cca_decomposition, fastica_per_domain, train_heads, whiten_per_domain
 from helpers.cache import Checkpoint, cached_step
 from helpers.config import NotebookSpec, Param
 from helpers.data.images import reframe
 from helpers.models import pretrained, ssl, vit
 from helpers.models.img2img import GENERATOR_SPECS, Img2ImgGenerator
-from helpers.retrieval import evaluate
+from helpers.retrieval import evaluate, relevant_ranks
 from helpers.runtime import torch_generator
 
 _SPLIT_SEED_OFFSET = 101  # notebook 01's crops differ from notebook 02's origins for the same seed
@@ -61,18 +63,20 @@ SPEC = NotebookSpec(
         # CPU minutes: 32 px crops, a small SimCLR CNN, 128-d features for the heads.
         "small": {
             "train_concepts": 700, "extra_real": 1300, "test_concepts": 300, "distractors": 3000, "views": 3,
-            "zoom": (0.85, 1.0), "ssl_steps": 300, "ssl_batch": 128, "ssl_lr": 2e-3, "feature_dim": 128,
-            "pretrained_size": 48, "vit_size": 64, "head_epochs": 30, "head_batch": 256, "head_lr": 2e-4,
-            "head_lr_fast": 2e-3, "lam": 0.1,
+            "zoom": (0.85, 1.0), "ssl_steps": 300, "ssl_batch": 128, "ssl_lr": 2e-3, "ssl_augmentations": "benchmark",
+            "feature_dim": 128,
+            "pretrained_size": 48, "vit_size": 64, "head_epochs": 30, "head_batch": 256, "head_lr": 2e-3,
+            "head_lr_raw": 2e-4, "lam": 0.1,
             "lambdas": (0.0, 0.01, 0.05, 0.1, 0.2, 0.5), "toy_n": 4000, "toy_d": 8, "toy_noise": 0.1,
             "toy_mismatch": 0.1, "toy_epochs": 30, "toy_batch": 500, "toy_lr": 0.02, "toy_infomax_lr": 0.05,
         },
         # GPU: more concepts and distractors, a longer SSL schedule, 224 px for the pretrained backbones.
         "full": {
             "train_concepts": 7000, "extra_real": 13_000, "test_concepts": 3000, "distractors": 100_000, "views": 5,
-            "zoom": (0.85, 1.0), "ssl_steps": 20_000, "ssl_batch": 512, "ssl_lr": 1e-3, "feature_dim": 256,
-            "pretrained_size": 224, "vit_size": 224, "head_epochs": 50, "head_batch": 1024, "head_lr": 2e-4,
-            "head_lr_fast": 2e-3, "lam": 0.1,
+            "zoom": (0.85, 1.0), "ssl_steps": 20_000, "ssl_batch": 512, "ssl_lr": 1e-3,
+            "ssl_augmentations": "benchmark", "feature_dim": 256,
+            "pretrained_size": 224, "vit_size": 224, "head_epochs": 50, "head_batch": 1024, "head_lr": 2e-3,
+            "head_lr_raw": 2e-4, "lam": 0.1,
             "lambdas": (0.0, 0.01, 0.05, 0.1, 0.2, 0.5), "toy_n": 20_000, "toy_d": 16, "toy_noise": 0.1,
             "toy_mismatch": 0.1, "toy_epochs": 30, "toy_batch": 500, "toy_lr": 0.02, "toy_infomax_lr": 0.05,
         },
@@ -185,22 +189,25 @@ def _embed(bench: AttributionBenchmark, embed) -> FeatureSet:
                       embed(bench.gallery))
 
 
-def study_ssl_backbone(cfg, bench: AttributionBenchmark) -> tuple[ssl.ConvEncoder, dict[str, list[float]]]:
-    """SimCLR trained on the unlabelled training images of both domains (cached, resumable).
+def study_ssl_backbone(cfg, bench: AttributionBenchmark,
+                       recipe: str | None = None) -> tuple[ssl.ConvEncoder, dict[str, list[float]]]:
+    """SimCLR trained on the unlabelled training images of both domains (cached, resumable), with the augmentation
+    ``recipe`` (:data:`helpers.models.ssl.AUGMENTATIONS`; default ``cfg.ssl_augmentations``).
 
     Returns ``(encoder, history)``; ``history["loss"]`` is the NT-Xent loss per step.
     """
     return cached_step("ad-simclr", _train_simclr, resumable=True, device=cfg.device,
                        images=torch.cat([bench.train_real, bench.train_synthetic]), steps=cfg.ssl_steps,
-                       seed=cfg.seed, batch_size=cfg.ssl_batch, lr=cfg.ssl_lr, dim=cfg.feature_dim)
+                       seed=cfg.seed, batch_size=cfg.ssl_batch, lr=cfg.ssl_lr, dim=cfg.feature_dim,
+                       recipe=cfg.ssl_augmentations if recipe is None else recipe)
 
 
-def _train_simclr(*, images: torch.Tensor, steps: int, seed: int, batch_size: int, lr: float, dim: int, device: str,
-                  checkpoint: Checkpoint | None = None) -> tuple[ssl.ConvEncoder, dict[str, list[float]]]:
+def _train_simclr(*, images: torch.Tensor, steps: int, seed: int, batch_size: int, lr: float, dim: int, recipe: str,
+                  device: str, checkpoint: Checkpoint | None = None) -> tuple[ssl.ConvEncoder, dict[str, list[float]]]:
     """:func:`helpers.models.ssl.train_simclr`, the encoder returned on the CPU (the cached step of
     :func:`study_ssl_backbone`)."""
     encoder, history = ssl.train_simclr(images, steps=steps, seed=seed, batch_size=batch_size, lr=lr, dim=dim,
-                                        device=device, checkpoint=checkpoint)
+                                        recipe=recipe, device=device, checkpoint=checkpoint)
     return encoder.cpu(), history
 
 
@@ -265,6 +272,42 @@ def _embed_features(features: FeatureSet, transform) -> FeatureSet:
                                                        features.queries, features.gallery)))
 
 
+def rms_scaled(features: FeatureSet) -> FeatureSet:
+    """Each domain divided by the root-mean-square of its centred training features (per coordinate), so both
+    domains enter the heads at unit scale whatever the backbone (raw scales differ by 100× between backbones).
+
+    Cosine retrieval, centring and FastICA are unchanged by a per-domain scale; the heads' training is not (Adam's
+    steps and the Infomax prior ``log cosh`` are scale-dependent), nor is whitening's ``ε``.
+    """
+    def rms(block: torch.Tensor) -> torch.Tensor:
+        return (block - block.mean(0)).pow(2).mean().sqrt()
+
+    scale_s, scale_e = rms(features.train_synthetic), rms(features.train_real)
+    return FeatureSet(features.train_synthetic / scale_s, features.train_real / scale_e, features.queries / scale_s,
+                      features.gallery / scale_e)
+
+
+def pixel_features(bench: AttributionBenchmark, size: int = 8) -> FeatureSet:
+    """The images themselves, area-downsampled to ``size`` × ``size`` and flattened (``3·size²`` values): the
+    baseline that shows what kind of task the benchmark is (near-duplicate matching under blur)."""
+    return _embed(bench, lambda images: F.adaptive_avg_pool2d(images, size).flatten(1))
+
+
+def cca_ceiling_scores(bench: AttributionBenchmark, features: FeatureSet, views: int,
+                       reg: float = 0.1) -> dict[str, float]:
+    """The supervised ceiling: CCA fitted on the training *pairs* (synthetic view ``i`` with its exemplar, training
+    real row ``i // views``), queries and gallery scored in the canonical space. Pairs are used only to measure how
+    far an unpaired method could get; ``reg`` is relative to each domain's mean variance (0.1 was the best of
+    1e-3 … 1 on seed 0's SSL features, so the ceiling is an optimistic one)."""
+    pairs_s = features.train_synthetic.double().numpy()
+    pairs_e = features.train_real[torch.arange(len(pairs_s)) // views].double().numpy()
+    scale = (pairs_s.var(0).mean() * pairs_e.var(0).mean()) ** 0.5
+    cca = cca_decomposition(pairs_s / scale ** 0.5, pairs_e / scale ** 0.5, reg=reg)
+    queries, gallery = (torch.from_numpy(x) for x in cca.transform(features.queries.double().numpy() / scale ** 0.5,
+                                                                   features.gallery.double().numpy() / scale ** 0.5))
+    return retrieval_scores(bench, queries, gallery)
+
+
 def retrieval_scores(bench: AttributionBenchmark, queries: torch.Tensor, gallery: torch.Tensor) -> dict[str, float]:
     """AbC's protocol on the benchmark: cosine retrieval of each query's exemplar among the gallery.
 
@@ -321,3 +364,30 @@ def train_ad(cfg, bench: AttributionBenchmark, features: FeatureSet, *, lam: flo
     steps_per_epoch = len(history["loss"]) / cfg.head_epochs
     history["eval_epoch"] = [step / steps_per_epoch for step in history["eval_step"]]
     return heads, history
+
+
+def reciprocal_ranks(bench: AttributionBenchmark, queries: torch.Tensor, gallery: torch.Tensor) -> np.ndarray:
+    """Each query's average precision ``(Q,)``: one relevant item, so ``1 / rank`` of its exemplar (their mean is
+    :func:`retrieval_scores`' mAP)."""
+    return 1.0 / relevant_ranks(queries, gallery, bench.query_concept.numpy())
+
+
+def gap_interval(bench: AttributionBenchmark, better: np.ndarray, worse: np.ndarray, *, seed: int,
+                 draws: int = 2000) -> tuple[float, float, float]:
+    """``mAP(better) − mAP(worse)`` of two methods' :func:`reciprocal_ranks`, with its 95 % bootstrap interval over
+    the test concepts (a concept's queries are resampled together, as they share an exemplar).
+
+    A claim that one method beats another holds when the interval's lower end is above 0; an interval that spans 0
+    is a tie within the benchmark's own noise.
+
+    Returns:
+        ``(gap, low, high)``.
+    """
+    if better.shape != worse.shape or better.shape != bench.query_concept.shape:
+        raise ValueError(f"need one value per query ({len(bench.query_concept)}), got {better.shape}, {worse.shape}")
+    concepts = bench.query_concept.numpy()
+    per_concept = np.bincount(concepts, weights=better - worse) / np.maximum(np.bincount(concepts), 1)
+    per_concept = per_concept[np.unique(concepts)]
+    resampled = np.random.default_rng(seed).integers(0, len(per_concept), (draws, len(per_concept)))
+    boot = per_concept[resampled].mean(1)
+    return float((better - worse).mean()), float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))

@@ -24,7 +24,7 @@ def bench():
 def _cfg(**overrides):
     values = {"seed": 0, "device": "cpu", "ssl_steps": 2, "ssl_batch": 4, "ssl_lr": 1e-3, "feature_dim": 4,
               "pretrained_size": 32, "head_epochs": 3, "head_batch": 4, "head_lr": 1e-3, "backbone_path": "",
-              "vit_size": 32}
+              "vit_size": 32, "ssl_augmentations": "benchmark"}
     return SimpleNamespace(**{**values, **overrides})
 
 
@@ -141,3 +141,37 @@ def test_study_frozen_features_from_a_vit_checkpoint(tmp_path, monkeypatch, benc
         ats.study_frozen_features(_cfg(), bench, "vit")
     with pytest.raises(ValueError, match="backbone must be"):
         ats.study_frozen_features(_cfg(), bench, "clip")
+
+
+def test_rms_scaled_puts_each_domain_at_unit_scale_and_keeps_cosine_retrieval(bench):
+    features = _toy_features(bench, exact=False)
+    features = ats.FeatureSet(7.0 * features.train_synthetic, 0.01 * features.train_real, 7.0 * features.queries,
+                              0.01 * features.gallery)
+    scaled = ats.rms_scaled(features)
+    for block in (scaled.train_synthetic, scaled.train_real):
+        assert (block - block.mean(0)).pow(2).mean().sqrt().item() == pytest.approx(1.0)
+    assert ats.retrieval_scores(bench, scaled.queries, scaled.gallery) == ats.retrieval_scores(
+        bench, features.queries, features.gallery)
+
+
+def test_pixel_features_and_the_paired_cca_ceiling(bench):
+    pixels = ats.pixel_features(bench, size=4)
+    assert pixels.queries.shape == (len(bench.queries), 3 * 4 * 4)
+    torch.testing.assert_close(pixels.gallery[0].view(3, 4, 4),
+                               torch.nn.functional.avg_pool2d(bench.test_exemplars[:1], 8)[0])
+    # features in which each training pair shares a coordinate: the ceiling finds it; scores stay in [0, 1]
+    scores = ats.cca_ceiling_scores(bench, _toy_features(bench, exact=True), views=2)
+    assert 0 <= scores["mAP"] <= 1
+
+
+def test_reciprocal_ranks_and_gap_interval(bench):
+    exact, noisy = _toy_features(bench, exact=True), _toy_features(bench, exact=False)
+    perfect = ats.reciprocal_ranks(bench, exact.queries, exact.gallery)
+    assert np.array_equal(perfect, np.ones(len(bench.queries)))
+    random = ats.reciprocal_ranks(bench, noisy.queries, noisy.gallery)
+    assert random.mean() == pytest.approx(ats.retrieval_scores(bench, noisy.queries, noisy.gallery)["mAP"])
+    gap, low, high = ats.gap_interval(bench, perfect, random, seed=0)
+    assert gap == pytest.approx(1 - random.mean()) and low <= gap <= high
+    assert ats.gap_interval(bench, perfect, perfect, seed=0) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="one value per query"):
+        ats.gap_interval(bench, perfect[:2], random[:2], seed=0)

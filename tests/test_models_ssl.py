@@ -42,6 +42,26 @@ def test_augment_is_seeded_bounded_and_varied():
     assert not torch.allclose(first, images)
     with pytest.raises(ValueError):
         ssl.augment(images[:, :1], torch_generator(0))
+    with pytest.raises(ValueError, match="recipe"):
+        ssl.augment(images, torch_generator(0), "rotate")
+
+
+def test_benchmark_recipes_keep_the_layout_and_blur_only_when_asked():
+    images = torch.rand(6, 3, 32, 32, generator=torch_generator(3))
+    views = {recipe: ssl.augment(images, torch_generator(0), recipe) for recipe in ssl.AUGMENTATIONS}
+    for recipe, view in views.items():
+        assert view.shape == images.shape and 0 <= view.min() and view.max() <= 1, recipe
+    # the mild crop keeps most of the layout: the views stay closer to their images than SimCLR's
+    distance = {recipe: (view - images).abs().mean().item() for recipe, view in views.items()}
+    assert distance["benchmark_no_blur"] < distance["simclr"]
+    # blur lowers the high-frequency energy (neighbouring-pixel differences) of the same crop and cast
+    def roughness(x):
+        return (x[..., 1:] - x[..., :-1]).abs().mean().item()
+    assert roughness(views["benchmark"]) < roughness(views["benchmark_no_blur"])
+    # a blur of σ = 0 is the identity and a constant image stays constant
+    assert torch.equal(ssl._gaussian_blur(images, torch.zeros(6)), images)
+    flat = torch.full((2, 3, 8, 8), 0.4)
+    torch.testing.assert_close(ssl._gaussian_blur(flat, torch.tensor([0.7, 1.5])), flat)
 
 
 def test_encoder_shapes_and_seeded_init():

@@ -6,9 +6,17 @@ an image together against the other 2B − 2 views of the batch. The encoder's o
 head) is the representation. A&D (notebook 01) relies on such a backbone aligning the synthetic and the real
 domain roughly, before its per-domain heads.
 
-Augmentations are batched tensor operations drawn from an explicit generator (same seed → same views): random
-resized crop (scale 0.3–1, aspect 3/4–4/3) by ``grid_sample``, horizontal flip, colour jitter (brightness,
-contrast, saturation ±0.4) applied with probability 0.8, grayscale with probability 0.2.
+Augmentations are batched tensor operations drawn from an explicit generator (same seed → same views), in one of
+the recipes of :data:`AUGMENTATIONS`:
+
+* ``"simclr"``, SimCLR's own: random resized crop (area 0.3–1, aspect 3/4–4/3) by ``grid_sample``, horizontal
+  flip, colour jitter (brightness, contrast, saturation ±0.4) with probability 0.8, greyscale with probability 0.2.
+  It teaches invariance to position and colour, the cues that tell neighbouring crops of one photo apart.
+* ``"benchmark"``: the shift that separates notebook 01's synthetic images from their exemplars — a mild crop
+  (area 0.7–1), horizontal flip, a colour cast (each channel's gain 1 ± 0.2), Gaussian blur (σ uniform in 0–1.5 px)
+  and Gaussian noise (σ uniform in 0–0.05).
+* ``"benchmark_no_blur"``: the same without the blur, the ablation that tests whether covering the generator's
+  blur is what makes the backbone align the domains.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from helpers.runtime import seeded
 from helpers.training import fit
 
 _LUMA = (0.299, 0.587, 0.114)
+AUGMENTATIONS = ("simclr", "benchmark", "benchmark_no_blur")
+_BLUR_RADIUS = 5  # pixels either side of the blur kernel's centre: 3σ at the largest σ, 1.5 px, rounded up
 
 
 class ConvEncoder(nn.Module):
@@ -82,16 +92,31 @@ def nt_xent(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float = 0.2) -> t
     return F.cross_entropy(logits, targets)
 
 
-def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One random SimCLR view of each image ``(B, 3, S, S)`` in [0, 1] (see the module docstring)."""
+def augment(images: torch.Tensor, generator: torch.Generator, recipe: str = "simclr") -> torch.Tensor:
+    """One random view of each image ``(B, 3, S, S)`` in [0, 1] by ``recipe`` (see the module docstring)."""
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must have shape (B, 3, S, S), got {tuple(images.shape)}")
+    if recipe not in AUGMENTATIONS:
+        raise ValueError(f"recipe must be one of {AUGMENTATIONS}, got {recipe!r}")
     b = len(images)
 
     def uniform(low, high, *shape):
         return low + (high - low) * torch.rand((b, *shape), generator=generator)
 
-    area = uniform(0.3, 1.0)
+    out = _crop_and_flip(images, uniform(0.3 if recipe == "simclr" else 0.7, 1.0), uniform, generator)
+    if recipe == "simclr":
+        return _jitter_and_grey(out, uniform, generator)
+    out = out * uniform(0.8, 1.2, 3).to(images).view(b, 3, 1, 1)  # colour cast
+    if recipe == "benchmark":
+        out = _gaussian_blur(out, uniform(0.0, 1.5).to(images))
+    noise = torch.randn(out.shape, generator=generator).to(images)
+    return (out + uniform(0.0, 0.05).to(images).view(b, 1, 1, 1) * noise).clamp(0, 1)
+
+
+def _crop_and_flip(images: torch.Tensor, area: torch.Tensor, uniform, generator: torch.Generator) -> torch.Tensor:
+    """A random crop of ``area`` (B,) of each image (aspect 3/4–4/3), resampled to full size, flipped with
+    probability 1/2."""
+    b = len(images)
     log_ratio = uniform(math.log(3 / 4), math.log(4 / 3))
     width = (area * log_ratio.exp()).sqrt().clamp(max=1.0)
     height = (area / log_ratio.exp()).sqrt().clamp(max=1.0)
@@ -102,27 +127,47 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     theta[:, 0, 0], theta[:, 0, 2] = width * flip, centre_x
     theta[:, 1, 1], theta[:, 1, 2] = height, centre_y
     grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)
-    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
-    jitter = (torch.rand(b, generator=generator) < 0.8).to(images).view(b, 1, 1, 1)
-    brightness, contrast, saturation = (uniform(0.6, 1.4).to(images).view(b, 1, 1, 1) for _ in range(3))
-    grey = torch.einsum("c,bchw->bhw", torch.tensor(_LUMA).to(images), out)[:, None]
+
+def _jitter_and_grey(out: torch.Tensor, uniform, generator: torch.Generator) -> torch.Tensor:
+    """SimCLR's colour jitter (probability 0.8) and greyscale (probability 0.2)."""
+    b = len(out)
+    jitter = (torch.rand(b, generator=generator) < 0.8).to(out).view(b, 1, 1, 1)
+    brightness, contrast, saturation = (uniform(0.6, 1.4).to(out).view(b, 1, 1, 1) for _ in range(3))
+    grey = torch.einsum("c,bchw->bhw", torch.tensor(_LUMA).to(out), out)[:, None]
     jittered = out * brightness
     jittered = (jittered - jittered.mean((1, 2, 3), keepdim=True)) * contrast + jittered.mean((1, 2, 3), keepdim=True)
     jittered = grey * brightness + (jittered - grey * brightness) * saturation
     out = (jitter * jittered + (1 - jitter) * out).clamp(0, 1)
-    to_grey = (torch.rand(b, generator=generator) < 0.2).to(images).view(b, 1, 1, 1)
-    grey = torch.einsum("c,bchw->bhw", torch.tensor(_LUMA).to(images), out)[:, None].expand_as(out)
+    to_grey = (torch.rand(b, generator=generator) < 0.2).to(out).view(b, 1, 1, 1)
+    grey = torch.einsum("c,bchw->bhw", torch.tensor(_LUMA).to(out), out)[:, None].expand_as(out)
     return to_grey * grey + (1 - to_grey) * out
 
 
+def _gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Blur image ``i`` of ``(B, 3, S, S)`` with a separable Gaussian of ``sigma[i]`` px (0: unchanged), reflected
+    borders."""
+    b, c, h, w = images.shape
+    offsets = torch.arange(-_BLUR_RADIUS, _BLUR_RADIUS + 1, dtype=images.dtype, device=images.device)
+    kernels = torch.exp(-offsets**2 / (2 * sigma.clamp_min(1e-3)[:, None] ** 2))
+    kernels = (kernels / kernels.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (B·3, K)
+    x = F.pad(images.reshape(1, b * c, h, w), (_BLUR_RADIUS,) * 4, mode="reflect")
+    x = F.conv2d(x, kernels[:, None, None, :], groups=b * c)
+    x = F.conv2d(x, kernels[:, None, :, None], groups=b * c)
+    return x.reshape(b, c, h, w)
+
+
 def train_simclr(images: torch.Tensor, *, steps: int, seed: int, batch_size: int = 128, lr: float = 2e-3,
-                 temperature: float = 0.2, dim: int = 256, device: str = "cpu",
+                 temperature: float = 0.2, dim: int = 256, recipe: str = "simclr", device: str = "cpu",
                  checkpoint: Checkpoint | None = None) -> tuple[ConvEncoder, dict[str, list[float]]]:
     """Train :class:`SimCLR` on unlabelled ``images`` ``(N, 3, S, S)`` with Adam; returns the encoder (eval mode).
 
-    Each step draws ``batch_size`` images and two views of each from the step's generator (resumable, exact).
+    Each step draws ``batch_size`` images and two views of each (augmentation ``recipe``, a key of
+    :data:`AUGMENTATIONS`) from the step's generator (resumable, exact).
     """
+    if recipe not in AUGMENTATIONS:
+        raise ValueError(f"recipe must be one of {AUGMENTATIONS}, got {recipe!r}")
     if images.dim() != 4 or images.shape[1] != 3 or not 2 <= batch_size <= len(images):
         raise ValueError(f"need (N, 3, S, S) images with N >= batch_size >= 2, got {tuple(images.shape)}, "
                          f"batch_size {batch_size}")
@@ -132,7 +177,7 @@ def train_simclr(images: torch.Tensor, *, steps: int, seed: int, batch_size: int
     def make_batch(step: int, generator: torch.Generator):
         rows = torch.randperm(len(data), generator=generator)[:batch_size].to(device)
         batch = data[rows]
-        return augment(batch, generator), augment(batch, generator)
+        return augment(batch, generator, recipe), augment(batch, generator, recipe)
 
     def loss_fn(net, batch, generator):
         return nt_xent(net(batch[0]), net(batch[1]), temperature), {}
