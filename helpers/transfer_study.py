@@ -44,11 +44,15 @@ SPEC = NotebookSpec(
         "BETA": Param(float, minimum=0.0, optional=True),
     },
     presets={
-        # CPU minutes: 32 px, thinner encoder, coarser factor grid, short schedules at a higher learning rate.
+        # CPU minutes: 32 px, thinner encoder, coarser factor grid, as many latent dimensions as factors (the label
+        # GVAE's extra dimensions are never private, so they only collapse after long training), short schedules at a
+        # higher learning rate; fine-tuning at a tenth of it, so that it adapts the source instead of wrecking it.
         "small": {
             "image_size": 32, "widths": (16, 32, 64), "keep": {"orientation": 10, "pos_x": 8, "pos_y": 8},
-            "source_steps": 700, "finetune_steps": 200, "lr": 3e-3, "batch_size": 64, "beta": 1.0,
-            "omes_pairs": 1000, "peer_points": 200, "peer_batch": 16, "dci_points": 200,
+            "latent_dim": 5, "source_steps": 3500, "comparison_steps": 1500, "finetune_steps": 200, "lr": 3e-3,
+            "finetune_lr": 3e-4,
+            "batch_size": 64, "beta": 1.0, "known_pairs": 20_000, "omes_pairs": 1000, "peer_points": 200,
+            "peer_batch": 16, "dci_points": 200,
             "classifier_points": 1000, "transfer_peers": ("BetaVAE", "FactorVAE", "MIG", "SAP", "Modularity"),
         },
         # The official configs where feasible: 64 px, the official encoder, the full grid, Adam 1e-4 at a constant
@@ -56,8 +60,10 @@ SPEC = NotebookSpec(
         # (BETA=2 for the configs' other β).
         "full": {
             "image_size": 64, "widths": (32, 64, 128), "keep": {},
-            "source_steps": 400_000, "finetune_steps": 50_000, "lr": 1e-4, "batch_size": 64, "beta": 1.0,
-            "omes_pairs": 20_000, "peer_points": 10_000, "peer_batch": 64, "dci_points": 10_000,
+            "latent_dim": 10, "source_steps": 400_000, "comparison_steps": 400_000, "finetune_steps": 50_000,
+            "lr": 1e-4, "finetune_lr": 1e-4,
+            "batch_size": 64, "beta": 1.0, "known_pairs": 20_000, "omes_pairs": 20_000, "peer_points": 10_000,
+            "peer_batch": 64, "dci_points": 10_000,
             "classifier_points": 15_000,
             "transfer_peers": ("BetaVAE", "FactorVAE", "MIG", "DCI", "SAP", "Modularity"),
         },
@@ -342,6 +348,24 @@ def load_vae(entry: dict, settings: TrainSettings, device: str) -> VAE:
 # ----------------------------------------------------------------------------------------------------
 
 
+@torch.no_grad()
+def latent_traversal(model: VAE, image: np.ndarray, span: float = 2.5, steps: int = 7) -> np.ndarray:
+    """Decodings of ``image`` ``(3, S, S)`` with one latent dimension at a time swept over ``[−span, span]`` (the
+    others at the image's posterior mean): ``(latent_dim · steps, 3, S, S)`` in [0, 1], row ``j`` sweeps
+    dimension ``j``. A disentangled model changes one factor per row."""
+    if steps < 2 or not span > 0:
+        raise ValueError(f"need steps >= 2 and span > 0, got {steps}, {span}")
+    model.eval()
+    device = next(model.parameters()).device
+    mean = model.encoder(torch.from_numpy(np.asarray(image, dtype=np.float32)[None]).to(device))[0]
+    dims = model.config.latent_dim
+    codes = mean.repeat(dims * steps, 1)
+    values = torch.linspace(-span, span, steps, device=device)
+    for j in range(dims):
+        codes[j * steps:(j + 1) * steps, j] = values
+    return torch.sigmoid(model.decoder(codes)).cpu().numpy()
+
+
 def vae_representation(model: VAE, dataset: FactorDataset, rng: np.random.Generator) -> Represent:
     """``represent(factors)``: render the images (nuisance from ``rng``) and take the encoder means μ."""
     def represent(factors: np.ndarray) -> np.ndarray:
@@ -433,6 +457,32 @@ def evaluate_known_answers(grid: FactorGrid, settings: EvalSettings, rng: np.ran
                                                 duplicate=duplicate, mix=mix)
         results[kind] = evaluate(grid, represent, np.random.default_rng(evaluation_seed), settings, peers)
     return results
+
+
+def omes_grid_ceiling(sizes: tuple[int, ...], alpha: float = 0.5) -> float:
+    """The OMES of a perfect code on a finite factor grid: what the paper's "≈ 1" can reach at most here.
+
+    The official pairing draws the two members of a factor-k pair with *different* values of k. For a code that holds
+    factor k (s_k values, uniform) in its own dimension and nothing else, the pair's values correlate at
+    −1/(s_k − 1), so R_kk = r_k = (s_k − 2)/(s_k − 1), and R_jk = 0 for j ≠ k. Then O_kk = 1 − (1 − r_k)/K and
+    M_kk = 1 − (1 − r_k)/D (D = K dimensions), and the R-weighted pooling, which weights a score by R twice and
+    divides by R once, multiplies them by r_k::
+
+        OMES_max = mean_k r_k (1 − (1 − r_k)/K)    (any α, since D = K)
+
+    A binary factor has r = 0 and scores 0; the paper's idealised R (the identity) would give 1. On the small
+    dSprites grid (3, 6, 10, 8, 8) this is 0.7505.
+
+    Args:
+        sizes: the number of values of each factor, each >= 2.
+        alpha: OMES's mix of overlap and multiple encoding (it cancels here).
+    """
+    if not sizes or any(size < 2 for size in sizes):
+        raise ValueError(f"every factor needs at least 2 values, got {sizes}")
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    r = np.array([(size - 2) / (size - 1) for size in sizes])
+    return float(np.mean(r * (1 - (1 - r) / len(sizes))))
 
 
 def factor_accuracy(codes: np.ndarray, factors: np.ndarray, rng: np.random.Generator, classifier: str = "gbt",

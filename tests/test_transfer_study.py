@@ -230,3 +230,28 @@ def test_grouped_factor_accuracies_equal_consecutive_calls():
     one_rng = np.random.default_rng(7)
     separate = [transfer.factor_accuracy(codes, factors, one_rng, *variant) for variant in variants]
     np.testing.assert_array_equal(np.stack(grouped), np.stack(separate))
+
+
+def test_omes_grid_ceiling_known_answers_and_the_measured_exact_code():
+    assert transfer.omes_grid_ceiling((3, 6, 10, 8, 8)) == pytest.approx(0.7505, abs=5e-5)
+    assert transfer.omes_grid_ceiling((2, 2)) == 0.0  # binary factors cannot be seen at all
+    assert transfer.omes_grid_ceiling((1000, 1000)) == pytest.approx(1.0, abs=2e-3)
+    # the exact code on a small grid, with many pairs per factor, scores the closed form
+    grid = FactorGrid(("a", "b", "c"), (3, 5, 8))
+    settings = transfer.EvalSettings(20_000, 50, 8, 50, 100)
+    result = transfer.evaluate_known_answers(grid, settings, np.random.default_rng(0), peers=())["exact"]
+    assert result["omes"].score == pytest.approx(transfer.omes_grid_ceiling(grid.sizes), abs=0.01)
+    with pytest.raises(ValueError, match="at least 2 values"):
+        transfer.omes_grid_ceiling((1, 4))
+
+
+def test_latent_traversal_sweeps_one_dimension_per_row():
+    settings = transfer.TrainSettings(steps=1, latent_dim=3, widths=(16, 16, 16))
+    model = transfer.build_vae(settings, 32)
+    image = np.random.default_rng(0).random((3, 32, 32), dtype=np.float32)
+    grid = transfer.latent_traversal(model, image, steps=4)
+    assert grid.shape == (3 * 4, 3, 32, 32) and 0 <= grid.min() and grid.max() <= 1
+    rows = grid.reshape(3, 4, -1)
+    assert all(not np.allclose(row[0], row[-1]) for row in rows)  # every row moves
+    with pytest.raises(ValueError, match="steps"):
+        transfer.latent_traversal(model, image, steps=1)
