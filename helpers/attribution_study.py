@@ -327,17 +327,25 @@ def head_scores(bench: AttributionBenchmark, features: FeatureSet, heads: Heads)
         return retrieval_scores(bench, heads.map(features.queries, "s"), heads.map(features.gallery, "e"))
 
 
+def centred(features: FeatureSet) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(queries, gallery)`` with each domain's training mean subtracted (the heads' first step)."""
+    return features.queries - features.train_synthetic.mean(0), features.gallery - features.train_real.mean(0)
+
+
+def whitened(features: FeatureSet) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(queries, gallery)`` ZCA-whitened by each domain's own training statistics
+    (:func:`helpers.attribution.whiten_per_domain`): no pairs, no ICA rotation."""
+    return whiten_per_domain(features.train_synthetic, features.train_real, features.queries, features.gallery)
+
+
 def centred_scores(bench: AttributionBenchmark, features: FeatureSet) -> dict[str, float]:
-    """:func:`retrieval_scores` after subtracting each domain's training mean (the heads' first step)."""
-    return retrieval_scores(bench, features.queries - features.train_synthetic.mean(0),
-                            features.gallery - features.train_real.mean(0))
+    """:func:`retrieval_scores` of the :func:`centred` features."""
+    return retrieval_scores(bench, *centred(features))
 
 
 def whitened_scores(bench: AttributionBenchmark, features: FeatureSet) -> dict[str, float]:
-    """Baseline "whitening alone": :func:`retrieval_scores` after ZCA-whitening each domain with its own
-    training statistics (:func:`helpers.attribution.whiten_per_domain`); no pairs, no ICA rotation."""
-    return retrieval_scores(bench, *whiten_per_domain(features.train_synthetic, features.train_real,
-                                                      features.queries, features.gallery))
+    """Baseline "whitening alone": :func:`retrieval_scores` of the :func:`whitened` features."""
+    return retrieval_scores(bench, *whitened(features))
 
 
 def fastica_scores(bench: AttributionBenchmark, features: FeatureSet, seed: int) -> dict[str, float]:
