@@ -11,8 +11,8 @@ A parameter whose name matches a preset entry (``TRAIN_STEPS`` for ``train_steps
 This module holds only the machinery: each notebook's :class:`NotebookSpec` is the ``SPEC`` of its study module
 (:data:`STUDY_MODULES`), imported only when :func:`notebook_spec` asks for it.
 
-``python -m helpers.config run-name STEM SCALE SEED [NAME=VALUE ...]`` prints a run's name (the Makefile names the
-executed notebook with it) and fails with the same one-line errors as the notebook would.
+A run's name (:func:`run_name_from_cli`) is what ``make notebooks`` names its executed notebook and results file
+(through :mod:`helpers.preflight`, which checks every run before the first starts).
 """
 
 from __future__ import annotations
@@ -20,16 +20,13 @@ from __future__ import annotations
 import hashlib
 import importlib
 import math
-import os
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from helpers.paths import project_root
 from helpers.runtime import select_device
 
 SCALES = ("small", "full")
@@ -282,12 +279,3 @@ def check_value(name: str, value: Any, rule: Param) -> None:
     if rule.existing_path and value and not Path(value).exists():
         raise ValueError(f"{name}={value!r}: no such file or directory")
 
-
-if __name__ == "__main__":
-    if len(sys.argv) < 5 or sys.argv[1] != "run-name":
-        sys.exit("usage: python -m helpers.config run-name STEM SCALE SEED [NAME=VALUE ...]")
-    os.chdir(project_root() / "notebooks")  # papermill runs the notebooks there: relative paths mean the same
-    try:
-        print(run_name_from_cli(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]))
-    except ValueError as error:
-        sys.exit(f"error: {error}")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers.config import NotebookSpec, resolve
-from helpers.results import _shown, comparable, notebook_path, provenance
+from helpers.results import claim_verdict, comparable, notebook_path, provenance, shown_path
 
 # Largest |difference| allowed between a fresh run's metric and the committed one, by metric name (default: exact).
 # Two clean runs of every notebook on this project's 2-core CPU machine agreed exactly (session 11), so none is
@@ -84,8 +84,8 @@ def compare_runs(new: dict[str, Any], reference: dict[str, Any]) -> tuple[list[s
         problems.append(f"claim {claim_id} is {'new' if claim_id in new_claims else 'gone'}")
     for claim_id in sorted(set(new_claims) & set(old_claims)):
         fresh, committed = new_claims[claim_id], old_claims[claim_id]
-        if fresh["holds"] != committed["holds"]:
-            problems.append(f"claim {claim_id}: verdict {committed['holds']} -> {fresh['holds']}")
+        if claim_verdict(fresh) != claim_verdict(committed):
+            problems.append(f"claim {claim_id}: verdict {claim_verdict(committed)} -> {claim_verdict(fresh)}")
         elif fresh != committed:
             problems.append(f"claim {claim_id}: measured {committed['measured']!r} -> {fresh['measured']!r}")
     new_m, old_m = new_c["metrics"], old_c["metrics"]
@@ -98,7 +98,7 @@ def compare_runs(new: dict[str, Any], reference: dict[str, Any]) -> tuple[list[s
             largest, worst = deviation, name
         if deviation > METRIC_TOLERANCE.get(name, 0.0):
             problems.append(f"metric {name}: {old_m[name]!r} -> {new_m[name]!r}")
-    same = sum(new_claims[c]["holds"] == old_claims[c]["holds"] for c in set(new_claims) & set(old_claims))
+    same = sum(claim_verdict(new_claims[c]) == claim_verdict(old_claims[c]) for c in set(new_claims) & set(old_claims))
     summary = (f"{len(new_m)} metrics compared (timings aside), largest deviation {largest:.3g} ({worst}); "
                f"{len(new_claims)} claims, {same} verdicts as committed")
     return problems, summary
@@ -115,7 +115,7 @@ def compare_outputs(new_root: Path, reference_root: Path) -> int:
     for path in new_files:
         committed = Path(reference_root) / "results" / path.name
         if not committed.exists():
-            print(f"{path.stem}: no committed results to compare with ({_shown(committed)})")
+            print(f"{path.stem}: no committed results to compare with ({shown_path(committed)})")
             problems += 1
             continue
         found, summary = compare_runs(json.loads(path.read_text()), json.loads(committed.read_text()))

@@ -129,7 +129,7 @@ class LinearMap(nn.Module):
         super().__init__()
         _check_dims(n, m)
         self.fc = nn.Linear(n, m, bias=False)
-        _default_init(self.fc, torch_generator(seed, _INIT_STREAM))
+        _default_init(self.fc.weight, None, torch_generator(seed, _INIT_STREAM))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """(B, n) embeddings -> (B, m) features ``z W``."""
@@ -157,13 +157,11 @@ class MLPMap(nn.Module):
             raise ValueError(f"layers must be an integer in [1, 4], got {layers!r}")
         generator = torch_generator(seed, _INIT_STREAM)
         self.linear = nn.Linear(n, m, bias=False)
-        _default_init(self.linear, generator)
+        _default_init(self.linear.weight, None, generator)
         self.blocks = nn.ModuleList()
         for _ in range(layers - 1):
             inner = nn.Linear(m, m)
-            _default_init(inner, generator)
-            bound = 1 / math.sqrt(m)
-            nn.init.uniform_(inner.bias, -bound, bound, generator=generator)
+            _default_init(inner.weight, inner.bias, generator)
             outer = nn.Linear(m, m, bias=False)
             nn.init.zeros_(outer.weight)
             self.blocks.append(nn.Sequential(inner, nn.ReLU(), outer))
@@ -187,9 +185,8 @@ class _ProxyClassifier(nn.Module):
             nn.init.xavier_uniform_(self.weight, generator=generator)
             self.register_parameter("bias", None)
         else:
-            bound = 1.0 / math.sqrt(m)  # nn.Linear's default initialisation, seeded
-            nn.init.uniform_(self.weight, -bound, bound, generator=generator)
-            self.bias = nn.Parameter(torch.empty(num_classes).uniform_(-bound, bound, generator=generator))
+            self.bias = nn.Parameter(torch.empty(num_classes))
+            _default_init(self.weight, self.bias, generator)
 
     def logits(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.loss == "cosface":
@@ -570,9 +567,13 @@ def singular_value_cosine(W1: torch.Tensor, W2: torch.Tensor) -> float:
 # --------------------------------------------------------------------------------------------------------
 
 
-def _default_init(linear: nn.Linear, generator: torch.Generator) -> None:
-    """``nn.Linear.reset_parameters`` for the weight (Kaiming-uniform, a = √5), drawn from ``generator``."""
-    nn.init.kaiming_uniform_(linear.weight, a=math.sqrt(5), generator=generator)
+def _default_init(weight: nn.Parameter, bias: nn.Parameter | None, generator: torch.Generator) -> None:
+    """``nn.Linear.reset_parameters`` drawn from ``generator``: the ``(out, in)`` weight Kaiming-uniform (a = √5,
+    i.e. U(±1/√in)), then the bias (if any) U(±1/√in)."""
+    nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=generator)
+    if bias is not None:
+        bound = 1 / math.sqrt(weight.shape[1])
+        nn.init.uniform_(bias, -bound, bound, generator=generator)
 
 
 def _check_dims(n: int, m: int) -> None:

@@ -11,7 +11,7 @@ similarity-based pixel CNN (:class:`helpers.models.pixel_cnn.PixelEmbedder`, tra
 through :func:`helpers.origin.train_map` on flattened pixels), and frozen EfficientNet-Lite0 features
 (:mod:`helpers.models.pretrained`). :func:`train_classifier` also measures how far apart the generators are,
 as the paper's generator classifier does. :func:`random_subspace_ratios` and :func:`generalisation_row` hold the
-theorem checks' controls. :func:`gaussian_blur` and :func:`jpeg` are the query attacks of its
+theorem checks' controls. :func:`helpers.data.images.gaussian_blur` and :func:`jpeg` are the query attacks of its
 robustness study.
 
 The notebook's presets are :data:`SPEC`; its cached steps are the ``study_*`` functions.
@@ -20,7 +20,6 @@ The notebook's presets are :data:`SPEC`; its cached steps are the ``study_*`` fu
 from __future__ import annotations
 
 import io
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -195,21 +194,6 @@ def seen_unseen(table: Mapping[str, Mapping[str, float]], seen: str) -> dict[str
             "acc_seen": table[seen]["acc"], "acc_unseen": float(np.mean([table[n]["acc"] for n in unseen]))}
 
 
-def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``(N, 3, S, S)`` images, kernel radius ⌈3σ⌉, reflected borders; σ = 0 is a copy."""
-    if sigma < 0:
-        raise ValueError(f"sigma must be >= 0, got {sigma}")
-    if sigma == 0:
-        return images.clone()
-    radius = max(1, math.ceil(3 * sigma))
-    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype)
-    kernel = torch.exp(-offsets**2 / (2 * sigma**2))
-    kernel = (kernel / kernel.sum()).to(images.device)
-    x = F.pad(images, (radius, radius, radius, radius), mode="reflect")
-    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
-    return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
-
-
 def jpeg(images: torch.Tensor, quality: int) -> torch.Tensor:
     """JPEG-compress ``(N, 3, S, S)`` images in [0, 1] at ``quality`` (1–100) with Pillow and decode them back."""
     if not 1 <= quality <= 100:
@@ -298,8 +282,8 @@ class Queries:
 
     Attributes:
         train: ``{generator: [K tensors (num_train, 3, S, S)]}``, K translations of every training origin by every
-            generator: the seen generator's train W₁, each unseen generator's train that generator's own W (the
-            oracle W₁ is compared with, and the W₂ of Observation 1 and Theorem 2).
+            generator. The seen generator's translations train W₁; each unseen generator's translations train its
+            own W (the oracle W₁ is compared with, and the W₂ of Observation 1 and Theorem 2).
         classifier: ``{generator: (classifier_origins, 3, S, S)}`` translations of the first training origins,
             the generator classifier's training set.
         test: ``{generator: (num_test, 3, S, S)}`` translations of the test origins, the retrieval queries.

@@ -5,7 +5,10 @@ One JSON object per notebook::
     {"notebook", "scale", "seed", "overrides": {PARAMETER: value}, "device",
      "versions": {python, torch, diffusers, numpy, scikit-learn}, "git_sha", "runtime_s",
      "provenance": {"files": {path: sha}, "config": sha}, "timing": {"metrics": [...], "claims": [...]},
-     "metrics": {name: number}, "claims": [{id, claim, paper, measured, holds}]}
+     "metrics": {name: number}, "claims": [{id, claim, paper, measured, holds, verdict}]}
+
+A claim's ``verdict`` is ``"holds"``, ``"fails"`` or ``"inconclusive"`` (the evidence lies within the measured noise,
+e.g. a bootstrap interval or a seed spread that spans the threshold); ``holds`` is ``verdict == "holds"``.
 
 ``overrides`` names the parameters that changed the run from its scale's defaults (a preset value replaced, e.g.
 fewer training steps, or a local file given); runs with different overrides are kept apart in every summary.
@@ -52,15 +55,35 @@ README_END = "<!-- results:end -->"
 VOLATILE_FIELDS = ("runtime_s", "git_sha")
 
 
+VERDICTS = ("holds", "fails", "inconclusive")
+
+
 @dataclass(frozen=True)
 class Claim:
-    """One row of a claims table: the paper's statement and what this run measured."""
+    """One row of a claims table: the paper's statement, what this run measured and the verdict (:data:`VERDICTS`)."""
 
     id: str
     claim: str
     paper: str
     measured: str
     holds: bool
+    verdict: str
+
+
+def interval_verdict(low: float, high: float, threshold: float = 0.0) -> str:
+    """The verdict on "a quantity exceeds ``threshold``" from its interval ``[low, high]`` (a bootstrap interval,
+    or a measurement widened by the seed spread): ``"holds"`` when the whole interval lies above the threshold,
+    ``"fails"`` when it lies at or below it, ``"inconclusive"`` when it spans it."""
+    if not low <= high:
+        raise ValueError(f"need low <= high, got [{low}, {high}]")
+    if low > threshold:
+        return "holds"
+    return "fails" if high <= threshold else "inconclusive"
+
+
+def claim_verdict(claim: dict[str, Any]) -> str:
+    """A claims-table row's verdict (rows written before verdicts existed carry only ``holds``)."""
+    return claim.get("verdict", "holds" if claim["holds"] else "fails")
 
 
 class RunRecord:
@@ -92,14 +115,23 @@ class RunRecord:
             self.timing_metrics.append(name)
         return number
 
-    def claim(self, id: str, claim: str, paper: str, measured: str, holds: bool, *, timing: bool = False) -> Claim:
-        """Record a claim: ``holds`` must be computed from this run's numbers; ``timing``: it judges a wall-clock
-        time (its text and verdict are left out of comparisons)."""
+    def claim(self, id: str, claim: str, paper: str, measured: str, holds: bool | None = None, *,
+              verdict: str | None = None, timing: bool = False) -> Claim:
+        """Record a claim judged by this run's numbers: either ``holds`` (a bool: holds or fails) or ``verdict``
+        (one of :data:`VERDICTS`, e.g. from :func:`interval_verdict`). ``timing``: it judges a wall-clock time (its
+        text and verdict are left out of comparisons)."""
         if any(existing.id == id for existing in self.claims):
             raise ValueError(f"claim {id!r} is already recorded")
-        if not isinstance(holds, (bool, np.bool_)):
-            raise ValueError(f"claim {id!r}: holds must be a bool, got {holds!r}")
-        row = Claim(id=id, claim=claim, paper=paper, measured=str(measured), holds=bool(holds))
+        if (holds is None) == (verdict is None):
+            raise ValueError(f"claim {id!r}: give holds or verdict, not both or neither")
+        if holds is not None:
+            if not isinstance(holds, (bool, np.bool_)):
+                raise ValueError(f"claim {id!r}: holds must be a bool, got {holds!r}")
+            verdict = "holds" if holds else "fails"
+        if verdict not in VERDICTS:
+            raise ValueError(f"claim {id!r}: verdict must be one of {', '.join(VERDICTS)}, got {verdict!r}")
+        row = Claim(id=id, claim=claim, paper=paper, measured=str(measured), holds=verdict == "holds",
+                    verdict=verdict)
         self.claims.append(row)
         if timing:
             self.timing_claims.append(id)
@@ -109,7 +141,7 @@ class RunRecord:
         """The claims as a pandas DataFrame, for display in the notebook."""
         import pandas as pd
 
-        return pd.DataFrame([vars(c) for c in self.claims], columns=["id", "claim", "paper", "measured", "holds"])
+        return pd.DataFrame([vars(c) for c in self.claims], columns=["id", "claim", "paper", "measured", "verdict"])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -137,7 +169,7 @@ class RunRecord:
         path = (Path(directory) if directory is not None else results_dir()) / f"{self.config.run_name}.json"
         record = self.to_dict()
         if path.exists() and comparable(json.loads(path.read_text())) == comparable(record):
-            print(f"{_shown(path)}: same results as the file holds (timings aside); left unchanged")
+            print(f"{shown_path(path)}: same results as the file holds (timings aside); left unchanged")
             return path
         write_atomic(path, (json.dumps(record, indent=2) + "\n").encode())
         return path
@@ -152,7 +184,7 @@ def comparable(record: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
-def _shown(path: Path) -> str:
+def shown_path(path: Path) -> str:
     """``path`` relative to the repository root when it lies inside it."""
     path = Path(path).resolve()
     return str(path.relative_to(project_root())) if path.is_relative_to(project_root()) else str(path)
@@ -238,10 +270,11 @@ def aggregate_seeds(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Summary over runs of one notebook at one scale and with the same overrides that differ only in their seed.
 
     Returns ``{"notebook", "scale", "overrides", "seeds", "commits", "metrics": {name: {mean, std, min, max, n}},
-    "claims": {id: {held, runs, claim}}}``. ``commits`` lists the distinct commits the runs were made at (seed
-    order): more than one means a difference may come from the code as well as from the seed. A metric's statistics
-    use only the seeds that recorded it (``n``); ``std`` is the sample standard deviation (0 for a single value).
-    A claim counts the seeds in which it held out of those that recorded it.
+    "claims": {id: {held, inconclusive, runs, claim}}}``. ``commits`` lists the distinct commits the runs were made
+    at (seed order): more than one means a difference may come from the code as well as from the seed. A metric's
+    statistics use only the seeds that recorded it (``n``); ``std`` is the sample standard deviation (0 for a single
+    value).
+    A claim counts the seeds in which it held, and those in which it was inconclusive, out of those that recorded it.
     """
     if not records:
         raise ValueError("no results to aggregate")
@@ -257,8 +290,9 @@ def aggregate_seeds(records: list[dict[str, Any]]) -> dict[str, Any]:
         for name, value in record["metrics"].items():
             values.setdefault(name, []).append(float(value))
         for c in record["claims"]:
-            row = claims.setdefault(c["id"], {"claim": c["claim"], "held": 0, "runs": 0})
-            row["held"] += bool(c["holds"])
+            row = claims.setdefault(c["id"], {"claim": c["claim"], "held": 0, "inconclusive": 0, "runs": 0})
+            row["held"] += claim_verdict(c) == "holds"
+            row["inconclusive"] += claim_verdict(c) == "inconclusive"
             row["runs"] += 1
     metrics = {}
     for name, vals in values.items():
@@ -288,18 +322,21 @@ def summary_markdown(directory: Path | None = None) -> str:
     """A markdown table of the claims in ``directory`` (default ``results/``).
 
     Each notebook and scale shows its lowest seed's run; when other seeds ran too, the last column counts the
-    seeds in which each claim held (the context line says when they ran at different commits).
+    seeds in which each claim held, and in which it was inconclusive (the context line says when they ran at
+    different commits). A verdict reads yes (holds), **no** (fails) or ~ (inconclusive: within the measured noise).
     """
     records = load_records(directory)
     if not records:
         return "_No notebook has recorded results yet: run `make notebooks`._"
     groups = _group_runs(records)
     lines = ["| notebook | claim | paper | measured | holds | seeds holding |", "|---|---|---|---|---|---|"]
+    shown_verdict = {"holds": "yes", "fails": "**no**", "inconclusive": "~ inconclusive"}
     context = []
     for (notebook, scale, suffix), runs in groups.items():
         shown = runs[0]
         name = notebook if (scale, suffix) == ("small", "") else f"{notebook}@{scale}{suffix}"
-        held = sum(c["holds"] for c in shown["claims"])
+        held = sum(claim_verdict(c) == "holds" for c in shown["claims"])
+        unsure = sum(claim_verdict(c) == "inconclusive" for c in shown["claims"])
         summary = aggregate_seeds(runs) if len(runs) > 1 else None
         seeds = ""
         if summary is not None:
@@ -309,13 +346,17 @@ def summary_markdown(directory: Path | None = None) -> str:
         overridden = ", ".join(f"{k}={v}" for k, v in shown["overrides"].items())
         if overridden:
             overridden = f" with overrides {overridden}"
-        context.append(f"- `{name}`: {held}/{len(shown['claims'])} claims hold at scale `{scale}`{overridden}, seed "
-                       f"{shown['seed']}, {shown['device']}, {shown['runtime_s']:.0f} s, commit "
+        unsure = f" ({unsure} inconclusive)" if unsure else ""
+        context.append(f"- `{name}`: {held}/{len(shown['claims'])} claims hold{unsure} at scale `{scale}`{overridden}, "
+                       f"seed {shown['seed']}, {shown['device']}, {shown['runtime_s']:.0f} s, commit "
                        f"`{shown['git_sha'][:12]}`{seeds}")
         across = summary["claims"] if summary is not None else {}
         for c in shown["claims"]:
-            count = f"{across[c['id']]['held']}/{across[c['id']]['runs']}" if across else ""
-            cells = [name, c["claim"], c["paper"], c["measured"], "yes" if c["holds"] else "**no**", count]
+            count = ""
+            if across:
+                row = across[c["id"]]
+                count = f"{row['held']}/{row['runs']}" + (f" (~ {row['inconclusive']})" if row["inconclusive"] else "")
+            cells = [name, c["claim"], c["paper"], c["measured"], shown_verdict[claim_verdict(c)], count]
             lines.append("| " + " | ".join(str(x).replace("|", "\\|") for x in cells) + " |")
     return "\n".join(context + [""] + lines)
 

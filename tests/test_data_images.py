@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from helpers.data import images
 
@@ -86,3 +87,25 @@ def test_reframe_shapes_determinism_and_identity():
     for bad in (dict(views=0), dict(views=2, zoom=(0.0, 0.5)), dict(views=2, zoom=(0.9, 0.5))):
         with pytest.raises(ValueError):
             reframe(images, generator=torch_generator(0), **bad)
+
+
+def test_gaussian_blur_known_answers():
+    image = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(images.gaussian_blur(image, 0), image)
+    assert torch.equal(images.gaussian_blur(image, torch.zeros(2)), image)
+    constant = torch.full((2, 3, 16, 16), 0.3)
+    torch.testing.assert_close(images.gaussian_blur(constant, 1.5), constant)
+    torch.testing.assert_close(images.gaussian_blur(constant, torch.tensor([0.7, 1.5])), constant)
+    blurred = images.gaussian_blur(image, 1.0)
+    assert blurred.shape == image.shape
+    # blurring removes high frequencies: neighbouring pixels get closer
+    assert blurred.diff(dim=-1).abs().mean() < image.diff(dim=-1).abs().mean()
+    impulse = torch.zeros(1, 3, 15, 15)
+    impulse[..., 7, 7] = 1
+    assert images.gaussian_blur(impulse, 1.0).sum().item() == pytest.approx(3.0, rel=1e-5)  # mass preserved
+    # one σ per image: image 0 is left as it is, image 1 is blurred as on its own
+    per_image = images.gaussian_blur(image, torch.tensor([0.0, 1.0]))
+    assert torch.equal(per_image[0], image[0])
+    torch.testing.assert_close(per_image[1:], images.gaussian_blur(image[1:], 1.0))
+    with pytest.raises(ValueError, match="sigma"):
+        images.gaussian_blur(image, -1)

@@ -31,7 +31,7 @@ def test_compare_runs_names_every_change_but_timings():
     problems, summary = compare_runs(timed_run(3.0).to_dict(), committed)
     assert problems == [] and "largest deviation 0 (none)" in summary
     problems, summary = compare_runs(timed_run(0.5, omes=0.85).to_dict(), committed)
-    assert "claim oracle: verdict True -> False" in problems
+    assert "claim oracle: verdict holds -> fails" in problems
     assert any(line.startswith("metric omes_oracle: 0.95") for line in problems)
     assert "largest deviation 0.1 (omes_oracle)" in summary
     changed_code = timed_run(0.5).to_dict()

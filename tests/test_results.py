@@ -8,6 +8,7 @@ from helpers.config import NotebookSpec, resolve
 from helpers.results import (
     RunRecord,
     aggregate_seeds,
+    interval_verdict,
     load_records,
     summary_markdown,
     update_readme,
@@ -39,8 +40,8 @@ def test_written_file_has_the_schema(tmp_path):
     assert set(data["versions"]) == {"python", "torch", "diffusers", "numpy", "scikit-learn"}
     assert data["metrics"] == {"omes_oracle": pytest.approx(0.97)}
     assert data["claims"][0] == {"id": "oracle", "claim": "An oracle scores near 1", "paper": "≈ 1",
-                                 "measured": "0.97", "holds": True}
-    assert data["claims"][1]["holds"] is False
+                                 "measured": "0.97", "holds": True, "verdict": "holds"}
+    assert data["claims"][1]["holds"] is False and data["claims"][1]["verdict"] == "fails"
 
 
 def test_bad_records_rejected():
@@ -53,11 +54,39 @@ def test_bad_records_rejected():
         record.claim("vague", "x", "y", "z", holds="maybe")
     with pytest.raises(ValueError, match="already recorded"):
         record.claim("oracle", "x", "y", "z", holds=True)
+    with pytest.raises(ValueError, match="not both or neither"):
+        record.claim("both", "x", "y", "z", holds=True, verdict="holds")
+    with pytest.raises(ValueError, match="not both or neither"):
+        record.claim("neither", "x", "y", "z")
+    with pytest.raises(ValueError, match="verdict must be one of holds, fails, inconclusive"):
+        record.claim("unsure", "x", "y", "z", verdict="maybe")
+
+
+def test_interval_verdict_has_three_outcomes():
+    assert interval_verdict(0.01, 0.05) == "holds"
+    assert interval_verdict(-0.02, 0.03) == "inconclusive"
+    assert interval_verdict(-0.05, -0.01) == "fails"
+    assert interval_verdict(-0.05, 0.0) == "fails"  # "exceeds 0" needs more than 0
+    assert interval_verdict(0.4, 0.6, threshold=0.5) == "inconclusive"
+    assert interval_verdict(0.55, 0.6, threshold=0.5) == "holds"
+    with pytest.raises(ValueError, match="low <= high"):
+        interval_verdict(0.2, 0.1)
+
+
+def test_inconclusive_claims_are_recorded_summarised_and_counted_across_seeds(tmp_path):
+    record = _record()
+    record.claim("tie", "A beats B", "A > B", "+0.01 [-0.02, +0.04]", verdict=interval_verdict(-0.02, 0.04))
+    data = json.loads(record.write(tmp_path).read_text())
+    assert data["claims"][2]["verdict"] == "inconclusive" and data["claims"][2]["holds"] is False
+    assert list(record.table()["verdict"]) == ["holds", "fails", "inconclusive"]
+    summary = summary_markdown(tmp_path)
+    assert "1/3 claims hold (1 inconclusive)" in summary
+    assert "| 00_demo | A beats B | A > B | +0.01 [-0.02, +0.04] | ~ inconclusive |" in summary
 
 
 def test_table_and_readme_summary(tmp_path):
     record = _record()
-    assert list(record.table()["holds"]) == [True, False]
+    assert list(record.table()["verdict"]) == ["holds", "fails"]
     record.write(tmp_path)
     summary = summary_markdown(tmp_path)
     assert "1/2 claims hold" in summary and "| 00_demo | Noise scores low | ≈ 0 | 0.61 | **no** |" in summary
@@ -88,7 +117,7 @@ def test_aggregate_seeds_counts_claims_and_summarises_metrics(tmp_path):
     stats = summary["metrics"]["omes_oracle"]
     assert stats["mean"] == pytest.approx(0.93) and stats["std"] == pytest.approx(np.std([0.97, 0.95, 0.87], ddof=1))
     assert (stats["min"], stats["max"], stats["n"]) == (pytest.approx(0.87), pytest.approx(0.97), 3)
-    assert summary["claims"]["oracle"] == {"claim": "An oracle scores near 1", "held": 2, "runs": 3}
+    assert summary["claims"]["oracle"] == {"claim": "An oracle scores near 1", "held": 2, "inconclusive": 0, "runs": 3}
     assert summary["claims"]["noise"]["held"] == 1
     # The README shows seed 0's rows, with the count over seeds beside each.
     text = summary_markdown(tmp_path)

@@ -8,6 +8,7 @@ and scikit-learn (the 8 x 8 UCI digits).
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import torch
@@ -155,6 +156,29 @@ def reframe(images: torch.Tensor, views: int, generator: torch.Generator,
     theta[:, :, 2] = centre
     grid = F.affine_grid(theta.to(source), list(source.shape), align_corners=False)
     return F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur of ``(N, C, H, W)`` images, reflected borders.
+
+    Args:
+        images: the images.
+        sigma: the blur's standard deviation in pixels, ``>= 0``: one number for every image, or ``(N,)``, one
+            per image. The kernel's radius is ``⌈3 max σ⌉``; σ = 0 leaves an image unchanged.
+    """
+    sigma = torch.as_tensor(sigma, dtype=images.dtype, device=images.device).expand(len(images))
+    if sigma.numel() and sigma.min() < 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma.min().item()}")
+    if not sigma.numel() or sigma.max() == 0:
+        return images.clone()
+    n, c, h, w = images.shape
+    radius = max(1, math.ceil(3 * sigma.max().item()))
+    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    kernels = torch.exp(-offsets**2 / (2 * sigma.clamp_min(1e-3)[:, None] ** 2))  # σ = 0: a unit impulse
+    kernels = (kernels / kernels.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (N·C, 2 radius + 1)
+    x = F.pad(images.reshape(1, n * c, h, w), (radius,) * 4, mode="reflect")
+    x = F.conv2d(x, kernels[:, None, None, :], groups=n * c)
+    return F.conv2d(x, kernels[:, None, :, None], groups=n * c).reshape(n, c, h, w)
 
 
 def mnist_digits() -> tuple[np.ndarray, np.ndarray]:

@@ -361,7 +361,6 @@ def img2img_timesteps(scheduler_name: str, num_inference_steps: int, strength: f
     return scheduler.timesteps[start:]
 
 
-
 @dataclass(frozen=True, eq=False)
 class Img2ImgGenerator:
     """A latent img2img diffusion model in SD's mould, without classifier-free guidance.

@@ -29,12 +29,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from helpers.cache import Checkpoint
+from helpers.data.images import gaussian_blur
 from helpers.runtime import seeded
 from helpers.training import fit
 
 _LUMA = (0.299, 0.587, 0.114)
 AUGMENTATIONS = ("simclr", "benchmark", "benchmark_no_blur")
-_BLUR_RADIUS = 5  # pixels either side of the blur kernel's centre: 3σ at the largest σ, 1.5 px, rounded up
 
 
 class ConvEncoder(nn.Module):
@@ -108,7 +108,7 @@ def augment(images: torch.Tensor, generator: torch.Generator, recipe: str = "sim
         return _jitter_and_grey(out, uniform, generator)
     out = out * uniform(0.8, 1.2, 3).to(images).view(b, 3, 1, 1)  # colour cast
     if recipe == "benchmark":
-        out = _gaussian_blur(out, uniform(0.0, 1.5).to(images))
+        out = gaussian_blur(out, uniform(0.0, 1.5).to(images))
     noise = torch.randn(out.shape, generator=generator).to(images)
     return (out + uniform(0.0, 0.05).to(images).view(b, 1, 1, 1) * noise).clamp(0, 1)
 
@@ -143,19 +143,6 @@ def _jitter_and_grey(out: torch.Tensor, uniform, generator: torch.Generator) -> 
     to_grey = (torch.rand(b, generator=generator) < 0.2).to(out).view(b, 1, 1, 1)
     grey = torch.einsum("c,bchw->bhw", torch.tensor(_LUMA).to(out), out)[:, None].expand_as(out)
     return to_grey * grey + (1 - to_grey) * out
-
-
-def _gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Blur image ``i`` of ``(B, 3, S, S)`` with a separable Gaussian of ``sigma[i]`` px (0: unchanged), reflected
-    borders."""
-    b, c, h, w = images.shape
-    offsets = torch.arange(-_BLUR_RADIUS, _BLUR_RADIUS + 1, dtype=images.dtype, device=images.device)
-    kernels = torch.exp(-offsets**2 / (2 * sigma.clamp_min(1e-3)[:, None] ** 2))
-    kernels = (kernels / kernels.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (B·3, K)
-    x = F.pad(images.reshape(1, b * c, h, w), (_BLUR_RADIUS,) * 4, mode="reflect")
-    x = F.conv2d(x, kernels[:, None, None, :], groups=b * c)
-    x = F.conv2d(x, kernels[:, None, :, None], groups=b * c)
-    return x.reshape(b, c, h, w)
 
 
 def train_simclr(images: torch.Tensor, *, steps: int, seed: int, batch_size: int = 128, lr: float = 2e-3,
