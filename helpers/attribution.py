@@ -61,6 +61,9 @@ from helpers.training import fit
 
 UNMIXING_INITS = ("identity", "random")
 HEAD_INITS = ("identity", "random", "same_random")
+# the term that keeps each head near where it started: the paper's ‖HᵀH − I‖² (rotations, permutations included, cost
+# nothing) or the ablation ‖H − I‖², which also resists a drift towards another order
+PENALTIES = ("orthogonality", "anchor")
 DOMAINS = ("s", "e")
 # Stream of the seed generators used for initialisation and data; fit's per-step streams are 0 .. steps - 1.
 _INIT_STREAM = 2**40
@@ -106,10 +109,25 @@ def orthogonality_penalty(H: torch.Tensor) -> torch.Tensor:
     return (gram - torch.eye(H.shape[0], dtype=H.dtype, device=H.device)).pow(2).sum()
 
 
-def ad_loss(z_s: torch.Tensor, z_e: torch.Tensor, H_s: torch.Tensor, H_e: torch.Tensor, lam: float) -> torch.Tensor:
+def anchor_penalty(H: torch.Tensor) -> torch.Tensor:
+    """``‖H − I‖²_F`` for a (d, d) matrix ``H``: zero only at the identity, so unlike :func:`orthogonality_penalty` a
+    rotation or a permutation of the outputs costs something (an ablation; the paper's penalty is orthogonality)."""
+    _check_square(H, "H")
+    return (H - torch.eye(H.shape[0], dtype=H.dtype, device=H.device)).pow(2).sum()
+
+
+def head_penalty(H: torch.Tensor, penalty: str = "orthogonality") -> torch.Tensor:
+    """:func:`orthogonality_penalty` or :func:`anchor_penalty` of ``H``, by name (:data:`PENALTIES`)."""
+    _check_penalty(penalty)
+    return orthogonality_penalty(H) if penalty == "orthogonality" else anchor_penalty(H)
+
+
+def ad_loss(z_s: torch.Tensor, z_e: torch.Tensor, H_s: torch.Tensor, H_e: torch.Tensor, lam: float,
+            penalty: str = "orthogonality") -> torch.Tensor:
     """The A&D objective on centred features of both domains.
 
-    ``L = L_IM(H_S; z_S) + L_IM(H_E; z_E) + λ (‖H_Sᵀ H_S − I‖²_F + ‖H_Eᵀ H_E − I‖²_F)``.
+    ``L = L_IM(H_S; z_S) + L_IM(H_E; z_E) + λ (‖H_Sᵀ H_S − I‖²_F + ‖H_Eᵀ H_E − I‖²_F)`` (``penalty="anchor"``:
+    ``‖H − I‖²_F`` in place of ``‖Hᵀ H − I‖²_F``).
 
     Args:
         z_s: (N_s, d) centred synthetic-domain features (subtract the domain mean first; :func:`train_heads`
@@ -117,12 +135,14 @@ def ad_loss(z_s: torch.Tensor, z_e: torch.Tensor, H_s: torch.Tensor, H_e: torch.
         z_e: (N_e, d) centred exemplar-domain features (unpaired with ``z_s``; ``N_e`` may differ).
         H_s: (d, d) synthetic-domain head.
         H_e: (d, d) exemplar-domain head.
-        lam: ``λ >= 0``, weight of the orthogonality penalty.
+        lam: ``λ >= 0``, weight of the penalty.
+        penalty: one of :data:`PENALTIES`.
 
     Returns:
         The scalar loss.
     """
     _check_lam(lam)
+    _check_penalty(penalty)
     _check_square(H_s, "H_s")
     _check_square(H_e, "H_e")
     if H_s.shape != H_e.shape:
@@ -131,7 +151,7 @@ def ad_loss(z_s: torch.Tensor, z_e: torch.Tensor, H_s: torch.Tensor, H_e: torch.
     check_matrix(z_e, "z_e", columns=H_s.shape[0])
     loss = infomax_loss(z_s @ H_s.T, H_s) + infomax_loss(z_e @ H_e.T, H_e)
     if lam > 0:
-        loss = loss + lam * (orthogonality_penalty(H_s) + orthogonality_penalty(H_e))
+        loss = loss + lam * (head_penalty(H_s, penalty) + head_penalty(H_e, penalty))
     return loss
 
 
@@ -144,45 +164,53 @@ class _HeadObjective(torch.autograd.Function):
 
         log|det H| = Σ_i log L_ii,    ∂L/∂H = (2/N) tanh(Y)ᵀ z + H (4λ (G − I) − G⁻¹)
 
-    (``H G⁻¹ = H⁻ᵀ`` is the gradient of ``log|det H|``). Forward returns ``(loss, L_IM, penalty)``; only the
-    loss is differentiable.
+    (``H G⁻¹ = H⁻ᵀ`` is the gradient of ``log|det H|``). With ``penalty="anchor"`` the penalty is ``‖H − I‖²_F``,
+    gradient ``2λ (H − I)``. Forward returns ``(loss, L_IM, penalty)``; only the loss is differentiable.
     """
 
     @staticmethod
-    def forward(ctx, H: torch.Tensor, z: torch.Tensor, lam: float):
+    def forward(ctx, H: torch.Tensor, z: torch.Tensor, lam: float, penalty_name: str):
         y = z @ H.T
         data = 2.0 * log_cosh(y).sum() / z.shape[0]
         data_grad = (2.0 / z.shape[0]) * (torch.tanh(y).T @ z)
         gram = H.T @ H
         logabsdet, gram_inverse = _logdet_and_inverse_gram(H, gram)
-        centred_gram = gram - torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
-        penalty = centred_gram.pow(2).sum()
+        identity = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
+        if penalty_name == "orthogonality":
+            penalty = (gram - identity).pow(2).sum()
+            penalty_grad = 4.0 * lam * (H @ (gram - identity))
+        else:
+            penalty = (H - identity).pow(2).sum()
+            penalty_grad = 2.0 * lam * (H - identity)
         infomax = data - logabsdet
-        ctx.save_for_backward(data_grad + H @ (4.0 * lam * centred_gram - gram_inverse))
+        ctx.save_for_backward(data_grad - H @ gram_inverse + penalty_grad)
         ctx.mark_non_differentiable(infomax, penalty)
         return infomax + lam * penalty, infomax, penalty
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_infomax, _grad_penalty):
         (grad,) = ctx.saved_tensors
-        return grad_loss * grad, None, None
+        return grad_loss * grad, None, None, None
 
 
-def head_objective(H: torch.Tensor, z: torch.Tensor, lam: float) -> tuple[torch.Tensor, float, float]:
+def head_objective(H: torch.Tensor, z: torch.Tensor, lam: float,
+                   penalty: str = "orthogonality") -> tuple[torch.Tensor, float, float]:
     """One head's training objective ``L_IM(H; z) + λ ‖Hᵀ H − I‖²_F`` with a closed-form gradient.
 
     Args:
         H: (d, d) the head (a parameter).
         z: (N, d) centred features.
         lam: ``λ >= 0``.
+        penalty: one of :data:`PENALTIES` (``"anchor"``: ``‖H − I‖²_F``).
 
     Returns:
         ``(loss, L_IM, penalty)``: the differentiable scalar loss, and its two terms as floats.
     """
     _check_lam(lam)
+    _check_penalty(penalty)
     _check_square(H, "H")
     check_matrix(z, "z", columns=H.shape[0], finite=False)
-    loss, infomax, penalty = _HeadObjective.apply(H, z.to(H), float(lam))
+    loss, infomax, penalty = _HeadObjective.apply(H, z.to(H), float(lam), penalty)
     return loss, infomax.item(), penalty.item()
 
 
@@ -294,6 +322,7 @@ def train_heads(
     lr: float,
     seed: int,
     init: str = "identity",
+    penalty: str = "orthogonality",
     record_every: int | None = None,
     eval_fn: Callable[[Heads], float] | None = None,
     checkpoint: Checkpoint | None = None,
@@ -311,12 +340,13 @@ def train_heads(
     Args:
         z_s: (N_s, d) synthetic-domain features.
         z_e: (N_e, d) exemplar-domain features.
-        lam: ``λ >= 0``, weight of the orthogonality penalty.
+        lam: ``λ >= 0``, weight of the penalty.
         epochs: number of epochs, >= 1.
         batch_size: rows per domain per step, >= 1.
         lr: Adam learning rate, > 0.
         seed: seeds the initialisation (for random inits) and the per-step batches.
         init: see :class:`Heads`.
+        penalty: one of :data:`PENALTIES`: the paper's ``‖Hᵀ H − I‖²`` or the anchor ``‖H − I‖²`` (an ablation).
         record_every: steps between calls of ``eval_fn`` (default: once per epoch).
         eval_fn: ``heads -> float`` (e.g. retrieval mAP), called under ``no_grad`` after 0, ``record_every``,
             ``2 record_every``, … updates and after the last one.
@@ -326,9 +356,9 @@ def train_heads(
 
     Returns:
         ``(heads, history)``: the trained heads (eval mode, on ``device``) and ``{"loss", "infomax_s",
-        "infomax_e", "orthogonality": [value per step]}``, plus ``"eval_step"`` (updates done) and
+        "infomax_e", "penalty": [value per step]}``, plus ``"eval_step"`` (updates done) and
         ``"eval"`` (the value of ``eval_fn``, which must not be nan) when ``eval_fn`` is given.
-        ``"orthogonality"`` is the unweighted penalty sum of both heads. Training runs in float32.
+        ``"penalty"`` is the unweighted penalty sum of both heads. Training runs in float32.
     """
     check_matrix(z_s, "z_s")
     check_matrix(z_e, "z_e")
@@ -336,9 +366,10 @@ def train_heads(
         raise ValueError(f"z_s and z_e must have the same dimension, got {z_s.shape[1]} and {z_e.shape[1]}")
     heads = Heads(z_s.shape[1], init=init, seed=seed)
     return heads, _train(heads, [z_s, z_e], ["H_s", "H_e"], ["mean_s", "mean_e"], ["s", "e"], lam=lam,
-                         epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, record_every=record_every,
-                         eval_fn=eval_fn, checkpoint=checkpoint, checkpoint_every=checkpoint_every, device=device,
-                         desc=f"A&D heads (λ={lam:g})")
+                         penalty=penalty, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                         record_every=record_every, eval_fn=eval_fn, checkpoint=checkpoint,
+                         checkpoint_every=checkpoint_every, device=device,
+                         desc=f"A&D heads (λ={lam:g}{'' if penalty == 'orthogonality' else ', ' + penalty})")
 
 
 def train_infomax(
@@ -363,12 +394,12 @@ def train_infomax(
     sources up to permutation, sign and scale.
 
     Returns:
-        ``(unmixing, history)`` with history keys ``"loss"``, ``"infomax"``, ``"orthogonality"`` (and
+        ``(unmixing, history)`` with history keys ``"loss"``, ``"infomax"``, ``"penalty"`` (and
         ``"eval_step"``, ``"eval"`` when ``eval_fn`` is given).
     """
     check_matrix(z, "z")
     unmixing = Unmixing(z.shape[1], init=init, seed=seed)
-    return unmixing, _train(unmixing, [z], ["H"], ["mean"], [""], lam=lam, epochs=epochs,
+    return unmixing, _train(unmixing, [z], ["H"], ["mean"], [""], lam=lam, penalty="orthogonality", epochs=epochs,
                             batch_size=batch_size, lr=lr, seed=seed, record_every=record_every, eval_fn=eval_fn,
                             checkpoint=checkpoint, checkpoint_every=checkpoint_every, device=device,
                             desc=f"Infomax (λ={lam:g})")
@@ -382,6 +413,7 @@ def _train(
     suffixes: list[str],
     *,
     lam: float,
+    penalty: str,
     epochs: int,
     batch_size: int,
     lr: float,
@@ -393,8 +425,10 @@ def _train(
     device: str | torch.device,
     desc: str,
 ) -> dict[str, list[float]]:
-    """Shared loop: centre each domain, then ``Σ_k L_IM(H_k) + λ Σ_k ‖H_kᵀ H_k − I‖²`` through ``fit``."""
+    """Shared loop: centre each domain, then ``Σ_k L_IM(H_k) + λ Σ_k ‖H_kᵀ H_k − I‖²`` (or the anchor penalty)
+    through ``fit``."""
     _check_lam(lam)
+    _check_penalty(penalty)
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -435,12 +469,12 @@ def _train(
             # Before this step's update: the heads after ``step`` updates.
             logs["eval"] = _evaluate(eval_fn, net) if step % every == 0 else math.nan
         total = torch.zeros((), device=device)
-        penalty = 0.0
+        penalty_sum = 0.0
         for x, matrix_name, name in zip(batch, matrices, names, strict=True):
-            loss, logs[name], head_penalty = head_objective(getattr(net, matrix_name), x, lam)
+            loss, logs[name], one_penalty = head_objective(getattr(net, matrix_name), x, lam, penalty)
             total = total + loss
-            penalty += head_penalty
-        logs["orthogonality"] = penalty
+            penalty_sum += one_penalty
+        logs["penalty"] = penalty_sum
         return total, logs
 
     history = fit(module, optimizer, loss_fn, make_batch, num_steps, seed=seed, checkpoint=checkpoint,
@@ -468,16 +502,18 @@ def _evaluate(eval_fn: Callable[[nn.Module], float], module: nn.Module) -> float
 
 
 def whiten(z: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-    """ZCA whitening of one domain: ``ẑ = (z − μ) W`` with ``W = C^{-1/2} = V diag((λ + ε)^{-1/2}) Vᵀ``.
+    """ZCA whitening of one domain: ``ẑ = (z − μ) W`` with ``W = C^{-1/2} = V diag((λ + ε λ̄)^{-1/2}) Vᵀ``.
 
-    ``C = (1/N) Σ_n (z_n − μ)(z_n − μ)ᵀ = V diag(λ) Vᵀ`` is the (biased) covariance, so ``ẑ`` has identity
-    covariance (exactly ``V diag(λ / (λ + ε)) Vᵀ``). ZCA is the symmetric whitening: of all whitening maps it
-    moves the data least, so it keeps the feature axes (and a cross-domain alignment) as far as possible.
+    ``C = (1/N) Σ_n (z_n − μ)(z_n − μ)ᵀ = V diag(λ) Vᵀ`` is the (biased) covariance and ``λ̄`` its mean eigenvalue,
+    so ``ẑ`` has identity covariance (exactly ``V diag(λ / (λ + ε λ̄)) Vᵀ``). ``ε`` is relative to the features'
+    scale: whitening ``c z`` gives the same ``ẑ`` for every ``c > 0``. ZCA is the symmetric whitening: of all
+    whitening maps it moves the data least, so it keeps the feature axes (and a cross-domain alignment) as far as
+    possible.
     Computed in float64; returned in ``z``'s dtype.
 
     Args:
         z: (N, d) features of one domain, N >= 2.
-        eps: ``ε >= 0`` added to the eigenvalues (a rank-deficient covariance needs ``ε > 0``).
+        eps: ``ε >= 0``; ``ε λ̄`` is added to the eigenvalues (a rank-deficient covariance needs ``ε > 0``).
 
     Returns:
         ``(ẑ, (μ, W))``: the (N, d) whitened features, and the (d,) mean and the symmetric (d, d) ``W`` to
@@ -492,7 +528,8 @@ def whiten(z: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, tuple[torc
     mean = x.mean(dim=0)
     centred = x - mean
     eigenvalues, eigenvectors = torch.linalg.eigh(centred.T @ centred / x.shape[0])
-    eigenvalues = eigenvalues.clamp_min(0.0) + eps
+    eigenvalues = eigenvalues.clamp_min(0.0)
+    eigenvalues = eigenvalues + eps * eigenvalues.mean()
     if (eigenvalues <= 0).any():
         raise ValueError("the covariance is singular: pass eps > 0")
     W = (eigenvectors * eigenvalues.rsqrt()) @ eigenvectors.T
@@ -714,6 +751,7 @@ def planted_two_domain(
     noise: float,
     seed: int,
     mismatch: float | None = None,
+    near_axis: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Two domains mixing the same independent super-Gaussian sources differently.
 
@@ -725,12 +763,18 @@ def planted_two_domain(
     ``A_S + δ G / √d`` with ``G`` standard Gaussian (``mismatch=δ``: a backbone that already aligns the
     domains roughly, the paper's assumption).
 
+    ``near_axis=ε`` draws both mixings near the feature axes instead, each on its own: ``A = I + ε G / √d``. Then
+    whitening alone leaves each domain in its own orientation (the polar factors of ``A_S`` and ``A_E`` differ),
+    while ICA started at the identity rotates both to the sources, which lie near the axes, in one order: the
+    condition A&D's identity start needs.
+
     Args:
         n: samples per domain.
         d: dimension (sources = features).
         noise: ``σ >= 0``, standard deviation of the additive noise.
         seed: seeds everything.
         mismatch: ``δ >= 0`` or ``None``, see above.
+        near_axis: ``ε >= 0`` or ``None`` (the default: random orientations), see above; not with ``mismatch``.
 
     Returns:
         ``(z_s, z_e, s, A_s, A_e)``: (n, d), (n, d), (n, d), (d, d), (d, d) float32 tensors.
@@ -741,6 +785,10 @@ def planted_two_domain(
         raise ValueError(f"noise must be >= 0, got {noise}")
     if mismatch is not None and not mismatch >= 0:
         raise ValueError(f"mismatch must be >= 0 or None, got {mismatch}")
+    if near_axis is not None and not near_axis >= 0:
+        raise ValueError(f"near_axis must be >= 0 or None, got {near_axis}")
+    if near_axis is not None and mismatch is not None:
+        raise ValueError("give mismatch (random orientation) or near_axis, not both")
     generator = torch_generator(seed, _DATA_STREAM)
 
     def mixing() -> torch.Tensor:
@@ -748,10 +796,16 @@ def planted_two_domain(
         scales = torch.exp((torch.rand(d, generator=generator, dtype=torch.float64) * 2 - 1) * math.log(2.0))
         return (q1 * scales) @ q2
 
-    A_s = mixing()
-    if mismatch is None:
-        A_e = mixing()
+    def near_identity() -> torch.Tensor:
+        return torch.eye(d, dtype=torch.float64) + near_axis * torch.randn(d, d, generator=generator,
+                                                                            dtype=torch.float64) / math.sqrt(d)
+
+    if near_axis is not None:
+        A_s, A_e = near_identity(), near_identity()
+    elif mismatch is None:
+        A_s, A_e = mixing(), mixing()
     else:
+        A_s = mixing()
         A_e = A_s + mismatch * torch.randn(d, d, generator=generator, dtype=torch.float64) / math.sqrt(d)
     exponential = torch.empty(2, n, d, dtype=torch.float64).exponential_(generator=generator)
     s = (exponential[0] - exponential[1]) / math.sqrt(2.0)
@@ -831,6 +885,11 @@ def planted_outputs(
 def _check_dim(value: int, name: str = "d") -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_penalty(penalty: str) -> None:
+    if penalty not in PENALTIES:
+        raise ValueError(f"penalty must be one of {PENALTIES}, got {penalty!r}")
 
 
 def _check_lam(lam: float) -> None:

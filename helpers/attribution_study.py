@@ -16,9 +16,10 @@ Two backbones embed both domains (synthetic images S, real exemplars E):
 
 * ``"ssl"``: a small SimCLR CNN (:mod:`helpers.models.ssl`) trained in the notebook on the *unlabelled*
   training images of both domains (no pairs, no concept labels);
-* ``"supervised"``: frozen EfficientNet-Lite0 ImageNet features (:mod:`helpers.models.pretrained`, 1280-d),
-  reduced by PCA (fitted on the training images of both domains) to the same dimension as the SSL
-  features, so that the heads have the same number of parameters on both backbones;
+* ``"supervised"``: frozen EfficientNet-Lite0 ImageNet features (:mod:`helpers.models.pretrained`) read from an
+  early stage that keeps the layout (stage 1: 24 channels pooled to 4 × 4; the pooled 1280-d head, which discards
+  the layout, retrieves at chance here), reduced by PCA (fitted on the training images of both domains) to the
+  same dimension as the SSL features, so that the heads have the same number of parameters on both backbones;
 * ``"vit"`` (only with a local checkpoint): a DINO / MoCo v3 / DINOv2 / DINOv3 ViT (:mod:`helpers.models.vit`),
   the paper's kind of backbone, PCA-reduced the same way.
 
@@ -39,7 +40,15 @@ import torch.nn.functional as F
 from sklearn.decomposition import PCA
 
 from helpers import origin_study
-from helpers.attribution import Heads, cca_decomposition, fastica_per_domain, train_heads, whiten_per_domain
+from helpers.attribution import (
+    Heads,
+    cca_decomposition,
+    fastica_per_domain,
+    mean_corr_coef,
+    order_alignment,
+    train_heads,
+    whiten_per_domain,
+)
 from helpers.cache import Checkpoint, cached_step
 from helpers.config import NotebookSpec, Param
 from helpers.data.images import reframe
@@ -64,21 +73,21 @@ SPEC = NotebookSpec(
         "small": {
             "train_concepts": 700, "extra_real": 1300, "test_concepts": 300, "distractors": 3000, "views": 3,
             "zoom": (0.85, 1.0), "ssl_steps": 300, "ssl_batch": 128, "ssl_lr": 2e-3, "ssl_augmentations": "benchmark",
-            "feature_dim": 128,
-            "pretrained_size": 48, "vit_size": 64, "head_epochs": 30, "head_batch": 256, "head_lr": 2e-3,
-            "head_lr_raw": 2e-4, "lam": 0.1,
-            "lambdas": (0.0, 0.01, 0.05, 0.1, 0.2, 0.5), "toy_n": 4000, "toy_d": 8, "toy_noise": 0.1,
-            "toy_mismatch": 0.1, "toy_epochs": 30, "toy_batch": 500, "toy_lr": 0.02, "toy_infomax_lr": 0.05,
+            "feature_dim": 128, "pretrained_size": 48, "lite0_stage": 1, "lite0_grid": 4, "vit_size": 64,
+            "head_epochs": 30, "long_head_epochs": 90, "head_batch": 256, "head_lr": 2e-3, "head_lr_raw": 2e-4,
+            "lam": 0.1, "lambdas": (0.0, 0.01, 0.05, 0.1, 0.2, 0.5), "toy_n": 4000, "toy_d": 8, "toy_noise": 0.1,
+            "toy_mismatch": 0.1, "toy_near_axis": 0.5, "toy_epochs": 30, "toy_batch": 500, "toy_lr": 0.02,
+            "toy_infomax_lr": 0.05,
         },
         # GPU: more concepts and distractors, a longer SSL schedule, 224 px for the pretrained backbones.
         "full": {
             "train_concepts": 7000, "extra_real": 13_000, "test_concepts": 3000, "distractors": 100_000, "views": 5,
             "zoom": (0.85, 1.0), "ssl_steps": 20_000, "ssl_batch": 512, "ssl_lr": 1e-3,
-            "ssl_augmentations": "benchmark", "feature_dim": 256,
-            "pretrained_size": 224, "vit_size": 224, "head_epochs": 50, "head_batch": 1024, "head_lr": 2e-3,
-            "head_lr_raw": 2e-4, "lam": 0.1,
-            "lambdas": (0.0, 0.01, 0.05, 0.1, 0.2, 0.5), "toy_n": 20_000, "toy_d": 16, "toy_noise": 0.1,
-            "toy_mismatch": 0.1, "toy_epochs": 30, "toy_batch": 500, "toy_lr": 0.02, "toy_infomax_lr": 0.05,
+            "ssl_augmentations": "benchmark", "feature_dim": 256, "pretrained_size": 224, "lite0_stage": 1,
+            "lite0_grid": 4, "vit_size": 224, "head_epochs": 50, "long_head_epochs": 150, "head_batch": 1024,
+            "head_lr": 2e-3, "head_lr_raw": 2e-4, "lam": 0.1, "lambdas": (0.0, 0.01, 0.05, 0.1, 0.2, 0.5),
+            "toy_n": 20_000, "toy_d": 16, "toy_noise": 0.1, "toy_mismatch": 0.1, "toy_near_axis": 0.5,
+            "toy_epochs": 30, "toy_batch": 500, "toy_lr": 0.02, "toy_infomax_lr": 0.05,
         },
     },
 )
@@ -225,7 +234,8 @@ def ssl_features(encoder: ssl.ConvEncoder, bench: AttributionBenchmark) -> Featu
 def study_frozen_features(cfg, bench: AttributionBenchmark, backbone: str) -> tuple[FeatureSet, float]:
     """Features of a frozen pretrained backbone, PCA-reduced to ``cfg.feature_dim`` (cached).
 
-    ``backbone="supervised"``: EfficientNet-Lite0 ImageNet features at ``cfg.pretrained_size`` px.
+    ``backbone="supervised"``: EfficientNet-Lite0's stage ``cfg.lite0_stage`` map pooled to ``cfg.lite0_grid`` ×
+    ``cfg.lite0_grid`` (:func:`helpers.models.pretrained.lite0_stage_features`) at ``cfg.pretrained_size`` px.
     ``backbone="vit"``: the CLS features of the ViT checkpoint (DINO, MoCo v3, DINOv2, DINOv3) at ``cfg.backbone_path``
     (:func:`helpers.models.vit.load_vit`) at ``cfg.vit_size`` px.
     The PCA is fitted on the training images of both domains (no test image).
@@ -244,18 +254,19 @@ def study_frozen_features(cfg, bench: AttributionBenchmark, backbone: str) -> tu
     else:
         raise ValueError(f"backbone must be 'supervised' or 'vit', got {backbone!r}")
     return cached_step(f"ad-{backbone}-features", _frozen_features, device=cfg.device, backbone=backbone, model=model,
-                       size=size, dim=cfg.feature_dim, bench=bench)
+                       size=size, dim=cfg.feature_dim, bench=bench, stage=cfg.lite0_stage, grid=cfg.lite0_grid)
 
 
 def _frozen_features(*, backbone: str, model: torch.nn.Module, size: int, dim: int, bench: AttributionBenchmark,
-                     device: str) -> tuple[FeatureSet, float]:
-    """The cached step of :func:`study_frozen_features`: ``model``'s features of every block at ``size`` px, reduced
-    by a PCA to ``dim`` fitted on the training blocks."""
+                     stage: int, grid: int, device: str) -> tuple[FeatureSet, float]:
+    """The cached step of :func:`study_frozen_features`: ``model``'s features of every block at ``size`` px (Lite0:
+    its stage ``stage`` map pooled to ``grid`` × ``grid``), reduced by a PCA to ``dim`` fitted on the training
+    blocks."""
     model = model.to(device)
 
     def embed(images):
         if backbone == "supervised":
-            return pretrained.lite0_features(model, images, size=size, progress=True)
+            return pretrained.lite0_stage_features(model, images, stage=stage, grid=grid, size=size, progress=True)
         return vit.vit_features(model, images, size=size, progress=True)
 
     raw = _embed(bench, embed)
@@ -299,13 +310,39 @@ def cca_ceiling_scores(bench: AttributionBenchmark, features: FeatureSet, views:
     real row ``i // views``), queries and gallery scored in the canonical space. Pairs are used only to measure how
     far an unpaired method could get; ``reg`` is relative to each domain's mean variance (0.1 was the best of
     1e-3 … 1 on seed 0's SSL features, so the ceiling is an optimistic one)."""
-    pairs_s = features.train_synthetic.double().numpy()
-    pairs_e = features.train_real[torch.arange(len(pairs_s)) // views].double().numpy()
+    pairs_s, pairs_e = (block.double().numpy() for block in training_pairs(features, views))
     scale = (pairs_s.var(0).mean() * pairs_e.var(0).mean()) ** 0.5
     cca = cca_decomposition(pairs_s / scale ** 0.5, pairs_e / scale ** 0.5, reg=reg)
     queries, gallery = (torch.from_numpy(x) for x in cca.transform(features.queries.double().numpy() / scale ** 0.5,
                                                                    features.gallery.double().numpy() / scale ** 0.5))
     return retrieval_scores(bench, queries, gallery)
+
+
+def training_pairs(features: FeatureSet, views: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(synthetic, exemplar)`` rows of the training pairs, ``(N_s, d)`` each: synthetic view ``i`` and the
+    training exemplar it shows (real row ``i // views``). Only for measuring; no unpaired method sees them."""
+    return features.train_synthetic, features.train_real[torch.arange(len(features.train_synthetic)) // views]
+
+
+def component_agreement(features: FeatureSet, views: int, heads: Heads, seed: int) -> dict[str, float]:
+    """Whether the two domains have the *same* independent components, measured on the training pairs: A&D's
+    premise that per-domain ICA finds one set of sources in both.
+
+    Each value is a mean ``|corr|`` over the ``d`` components between the synthetic and the exemplar side of the
+    pairs: FastICA fitted on each domain on its own (unpaired) and its components matched one to one in the best
+    way the pairs allow (:func:`helpers.attribution.mean_corr_coef`); whitened coordinates and the A&D heads'
+    outputs, component ``i`` with component ``i`` (:func:`helpers.attribution.order_alignment`), and whitened
+    coordinates best matched. Shared sources would give the matched FastICA components the highest agreement.
+    """
+    pairs_s, pairs_e = training_pairs(features, views)
+    ica_s, ica_e = fastica_per_domain(features.train_synthetic, features.train_real, pairs_s, pairs_e, seed)
+    white_s, white_e = whiten_per_domain(features.train_synthetic, features.train_real, pairs_s, pairs_e)
+    with torch.no_grad():
+        head_s, head_e = heads.map(pairs_s, "s"), heads.map(pairs_e, "e")
+    return {"FastICA components, best match": mean_corr_coef(ica_s, ica_e),
+            "whitened coordinates, best match": mean_corr_coef(white_s, white_e),
+            "whitened coordinates, same index": order_alignment(white_s, white_e),
+            "A&D outputs, same index": order_alignment(head_s, head_e)}
 
 
 def retrieval_scores(bench: AttributionBenchmark, queries: torch.Tensor, gallery: torch.Tensor) -> dict[str, float]:
@@ -356,20 +393,22 @@ def fastica_scores(bench: AttributionBenchmark, features: FeatureSet, seed: int)
 
 
 def train_ad(cfg, bench: AttributionBenchmark, features: FeatureSet, *, lam: float, init: str = "identity",
-             lr: float | None = None) -> tuple[Heads, dict[str, list[float]]]:
+             penalty: str = "orthogonality", lr: float | None = None,
+             epochs: int | None = None) -> tuple[Heads, dict[str, list[float]]]:
     """The A&D heads on one backbone's training features (:func:`helpers.attribution.train_heads` with the
-    scale's epochs, batch and learning rate ``cfg.head_lr`` unless ``lr`` is given), scored once per epoch on
-    the benchmark.
+    scale's batch, ``cfg.head_epochs`` and learning rate ``cfg.head_lr`` unless ``epochs`` or ``lr`` are given),
+    scored once per epoch on the benchmark.
 
     Returns:
         ``(heads, history)``; besides the losses, ``history["eval_epoch"]`` (epochs done, 0 … epochs) and
         ``history["eval"]`` (the benchmark mAP after that many epochs).
     """
-    heads, history = train_heads(features.train_synthetic, features.train_real, lam=lam, epochs=cfg.head_epochs,
+    epochs = cfg.head_epochs if epochs is None else epochs
+    heads, history = train_heads(features.train_synthetic, features.train_real, lam=lam, epochs=epochs,
                                  batch_size=cfg.head_batch, lr=cfg.head_lr if lr is None else lr, seed=cfg.seed,
-                                 init=init,
+                                 init=init, penalty=penalty,
                                  eval_fn=lambda h: head_scores(bench, features, h)["mAP"], device=cfg.device)
-    steps_per_epoch = len(history["loss"]) / cfg.head_epochs
+    steps_per_epoch = len(history["loss"]) / epochs
     history["eval_epoch"] = [step / steps_per_epoch for step in history["eval_step"]]
     return heads, history
 

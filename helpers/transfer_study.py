@@ -51,7 +51,7 @@ SPEC = NotebookSpec(
             "image_size": 32, "widths": (16, 32, 64), "keep": {"orientation": 10, "pos_x": 8, "pos_y": 8},
             "latent_dim": 5, "source_steps": 3500, "comparison_steps": 1500, "finetune_steps": 200, "lr": 3e-3,
             "finetune_lr": 3e-4,
-            "batch_size": 64, "beta": 1.0, "known_pairs": 20_000, "omes_pairs": 1000, "peer_points": 200,
+            "batch_size": 64, "beta": 1.0, "known_pairs": 20_000, "omes_pairs": 1000, "peer_points": 600,
             "peer_batch": 16, "dci_points": 200,
             "classifier_points": 1000, "transfer_peers": ("BetaVAE", "FactorVAE", "MIG", "SAP", "Modularity"),
         },
@@ -550,15 +550,17 @@ def factor_accuracies(codes: np.ndarray, factors: np.ndarray, rng: np.random.Gen
 
 
 def evaluate_on_target(model: VAE, source: FactorDataset, target: FactorDataset, rng: np.random.Generator,
-                       settings: EvalSettings, peers: tuple[str, ...]) -> dict[str, float]:
-    """Everything the transfer tables report for one model on one target, as a flat dict of numbers.
+                       settings: EvalSettings, peers: tuple[str, ...]) -> tuple[dict[str, float], dict]:
+    """Everything the transfer tables report for one model on one target.
 
-    Keys: ``omes``, ``modularity``, ``compactness`` (over all the target's factors); ``omes_floor`` (what a code
-    of as many active dimensions that ignores the factors scores, :func:`helpers.metrics.omes_noise_floor`) and
-    ``active_dims``; ``omes_shared`` (over the factors the target shares with ``source``, NaN when none); the peer
-    metrics; ``gbt_all``,
-    ``gbt_pruned``, ``mlp_all``, ``mlp_pruned`` (factor accuracy averaged over factors, from all
-    dimensions or from the one dimension OMES associates with each factor).
+    Returns:
+        ``(row, result)``. ``row`` is a flat dict of numbers: ``omes``, ``modularity``, ``compactness`` (over all the
+        target's factors); ``omes_floor`` (what a code of as many active dimensions that ignores the factors
+        scores, :func:`helpers.metrics.omes_noise_floor`) and ``active_dims``; ``omes_shared`` (over the factors
+        the target shares with ``source``, NaN when none); the peer metrics; ``gbt_all``, ``gbt_pruned``,
+        ``mlp_all``, ``mlp_pruned`` (factor accuracy averaged over factors, from all dimensions or from the one
+        dimension OMES associates with each factor) and each one's binomial standard error (``gbt_all_se``, …).
+        ``result`` is :func:`evaluate`'s (its ``pairs`` feed :func:`omes_resamples`).
     """
     represent = vae_representation(model, target, rng)
     result = evaluate(target.grid, represent, rng, settings, peers)
@@ -575,10 +577,68 @@ def evaluate_on_target(model: VAE, source: FactorDataset, target: FactorDataset,
     dims = metrics.association_map(result["omes"])
     variants = {f"{classifier}_{inputs}": (classifier, None if inputs == "all" else dims)
                 for classifier in CLASSIFIERS for inputs in ("all", "pruned")}
+    num_test = len(codes) - 2 * len(codes) // 3
     for name, accuracy in zip(variants, factor_accuracies(codes, factors, rng, list(variants.values())),
                               strict=True):
         row[name] = float(accuracy.mean())
-    return row
+        row[f"{name}_se"] = float(np.sqrt((accuracy * (1 - accuracy)).sum() / num_test) / len(accuracy))
+    return row, result
+
+
+def target_omes(model: VAE, source: FactorDataset, target: FactorDataset, rng: np.random.Generator,
+                settings: EvalSettings) -> dict:
+    """OMES of ``model`` on ``target`` alone (no peer metrics, no classifiers: the cheap control).
+
+    Returns:
+        ``{"omes": OMESResult, "omes_shared": float (NaN when no factor is shared), "pairs": the pairs}``.
+    """
+    pairs = metrics.sample_omes_pairs(target.grid, vae_representation(model, target, rng), settings.omes_pairs, rng)
+    shared = target.shared_factors(source)
+    return {"omes": metrics.omes(pairs), "pairs": pairs,
+            "omes_shared": metrics.omes([pairs[k] for k in shared]).score if shared else float("nan")}
+
+
+BOOTSTRAP_DRAWS = 200
+REPORTED_ALPHAS = (0.0, 0.5, 1.0)  # compactness only (the official comparison script), the default, modularity only
+
+
+def omes_resamples(pairs: list, seed: int, factors: list[int] | None = None, draws: int = BOOTSTRAP_DRAWS,
+                   alphas: tuple[float, ...] = REPORTED_ALPHAS) -> np.ndarray:
+    """OMES of ``draws`` bootstrap resamples of ``pairs``: each factor's pairs drawn with replacement; only the
+    ``factors`` given (default all). The active dimensions stay those of the pairs as drawn (as
+    :func:`helpers.metrics.omes` finds them), so the resamples scatter around ``omes(pairs)``.
+
+    The resampled indices come from ``seed`` and the pair counts alone, so two pair sets of equal sizes (one model
+    before and after fine-tuning, scored on the same factor draws) are resampled alike: a paired bootstrap. Pass
+    different seeds for pair sets drawn independently.
+
+    Returns:
+        ``(len(alphas), draws)`` OMES values.
+    """
+    if draws < 2:
+        raise ValueError(f"draws must be >= 2, got {draws}")
+    chosen = [pairs[k] for k in (range(len(pairs)) if factors is None else factors)]
+    if not chosen:
+        raise ValueError("no factor to resample")
+    active = metrics.omes(chosen).active
+    rng = np.random.default_rng(seed)
+    out = np.empty((len(alphas), draws))
+    for draw in range(draws):
+        picks = [rng.integers(0, len(z_a), len(z_a)) for z_a, _ in chosen]
+        resampled = [(z_a[rows], z_b[rows]) for (z_a, z_b), rows in zip(chosen, picks, strict=True)]
+        out[:, draw] = [result.score for result in metrics.omes_alpha_sweep(resampled, alphas, active=active)]
+    return out
+
+
+def difference_interval(before: np.ndarray, after: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The ``level`` interval of ``after − before`` from two ``(draws,)`` arrays of bootstrap resamples (or
+    ``before`` a single number)."""
+    difference = np.asarray(after, dtype=np.float64) - np.asarray(before, dtype=np.float64)
+    if difference.ndim != 1:
+        raise ValueError(f"need (draws,) resamples, got shape {difference.shape}")
+    tail = (1 - level) / 2
+    low, high = np.quantile(difference, [tail, 1 - tail])
+    return float(low), float(high)
 
 
 def summary_table(results: dict[str, dict]):

@@ -8,6 +8,7 @@ from sklearn.cross_decomposition import CCA
 
 from helpers import attribution as at
 from helpers.cache import Checkpoint
+from helpers.retrieval import evaluate
 
 
 def _top1(queries: torch.Tensor, gallery: torch.Tensor) -> float:
@@ -39,6 +40,12 @@ def test_penalty_and_ad_loss():
     Q = at.random_orthogonal(5, generator)
     assert at.orthogonality_penalty(Q).item() == pytest.approx(0.0, abs=1e-10)
     assert at.orthogonality_penalty(2 * torch.eye(3)).item() == pytest.approx(27.0)  # ‖4I − I‖² = 9 · 3
+    # the anchor penalty charges a rotation (here a permutation) that orthogonality lets pass for free
+    swap = torch.eye(3)[[1, 0, 2]]
+    assert at.orthogonality_penalty(swap).item() == 0.0 and at.anchor_penalty(swap).item() == pytest.approx(4.0)
+    assert at.anchor_penalty(2 * torch.eye(3)).item() == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="penalty must be one of"):
+        at.head_penalty(swap, "ridge")
     z_s, z_e = torch.randn(20, 3, generator=generator), torch.randn(30, 3, generator=generator)
     H_s, H_e = torch.randn(3, 3, generator=generator), torch.randn(3, 3, generator=generator)
     expected = (at.infomax_loss(z_s @ H_s.T, H_s) + at.infomax_loss(z_e @ H_e.T, H_e)
@@ -47,14 +54,15 @@ def test_penalty_and_ad_loss():
 
 
 @pytest.mark.parametrize("scale", [0.1, 2.0])
-def test_closed_form_gradient_matches_autograd(scale):
+@pytest.mark.parametrize("penalty_name", at.PENALTIES)
+def test_closed_form_gradient_matches_autograd(scale, penalty_name):
     generator = torch.Generator().manual_seed(1)
     H = (torch.eye(6, dtype=torch.float64) + scale * torch.randn(6, 6, generator=generator, dtype=torch.float64))
     H.requires_grad_()
     z = torch.randn(40, 6, generator=generator, dtype=torch.float64)
-    reference = at.infomax_loss(z @ H.T, H) + 0.2 * at.orthogonality_penalty(H)
+    reference = at.infomax_loss(z @ H.T, H) + 0.2 * at.head_penalty(H, penalty_name)
     (expected,) = torch.autograd.grad(reference, H)
-    loss, infomax, penalty = at.head_objective(H, z, 0.2)
+    loss, infomax, penalty = at.head_objective(H, z, 0.2, penalty_name)
     (gradient,) = torch.autograd.grad(loss, H)
     assert loss.item() == pytest.approx(reference.item(), rel=1e-10)
     assert infomax + 0.2 * penalty == pytest.approx(reference.item(), rel=1e-10)
@@ -146,7 +154,7 @@ def test_train_heads_centres_and_records_eval():
     heads, history = at.train_heads(z_s, z_e, lam=0.1, epochs=3, batch_size=32, lr=0.01, seed=0,
                                     record_every=4, eval_fn=lambda heads: float(heads.H_s.sum()))
     num_steps = 3 * math.ceil(100 / 32)
-    assert len(history["loss"]) == len(history["infomax_s"]) == len(history["orthogonality"]) == num_steps
+    assert len(history["loss"]) == len(history["infomax_s"]) == len(history["penalty"]) == num_steps
     assert history["eval_step"] == [0.0, 4.0, 8.0, 12.0]
     assert history["eval"][-1] == pytest.approx(float(heads.H_s.detach().sum()))
     torch.testing.assert_close(heads.mean_s, z_s.mean(dim=0))
@@ -191,6 +199,10 @@ def test_whitening_gives_identity_covariance():
     torch.testing.assert_close(white.T @ white / z.shape[0], torch.eye(4, dtype=torch.float64))
     torch.testing.assert_close(W, W.T)
     torch.testing.assert_close(at.apply_whitening(z, mean, W), white)
+    # ε is relative to the features' scale: a regularised whitening of c·z is that of z
+    shrunk, _ = at.whiten(z, eps=0.1)
+    torch.testing.assert_close(at.whiten(1e-3 * z, eps=0.1)[0], shrunk)
+    assert torch.linalg.eigvalsh(shrunk.T @ shrunk / z.shape[0]).max() < 1.0
 
 
 def test_mean_corr_coef():
@@ -294,6 +306,32 @@ def test_planted_two_domain():
     assert torch.linalg.matrix_norm(independent[4] - independent[3]) > 0.5
     kurtosis = (s**4).mean(dim=0) / (s**2).mean(dim=0) ** 2  # Laplace: 6, a Gaussian: 3
     assert (kurtosis > 4.5).all()
+    # near the axes: ε = 0 is no mixing at all; otherwise each domain has its own A = I + εG/√d
+    _, _, _, A_s0, A_e0 = at.planted_two_domain(50, 3, noise=0.0, seed=4, near_axis=0.0)
+    assert torch.equal(A_s0, torch.eye(3)) and torch.equal(A_e0, torch.eye(3))
+    _, _, _, A_s, A_e = at.planted_two_domain(50, 8, noise=0.0, seed=4, near_axis=0.5)
+    assert 0.3 < torch.linalg.matrix_norm(A_s - torch.eye(8)) / 8**0.5 < 0.7 and not torch.equal(A_s, A_e)
+    with pytest.raises(ValueError, match="not both"):
+        at.planted_two_domain(50, 3, noise=0.0, seed=4, near_axis=0.5, mismatch=0.1)
+    with pytest.raises(ValueError, match="near_axis must be >= 0"):
+        at.planted_two_domain(50, 3, noise=0.0, seed=4, near_axis=-1.0)
+
+
+def test_identity_start_beats_whitening_only_when_the_mixings_lie_near_the_axes():
+    """The mechanism behind A&D's identity start, on planted data: near-axis mixings (each domain its own) leave
+    whitened domains in different orientations, and only ICA from the identity puts both on the sources in one
+    order; with a shared random orientation whitening alone already aligns them."""
+    train = dict(lam=0.1, epochs=30, batch_size=500, lr=0.02, seed=0)
+
+    def held_out_map(**mixing):
+        z_s, z_e, *_ = at.planted_two_domain(4000, 6, noise=0.05, seed=0, **mixing)
+        out = at.planted_outputs(z_s, z_e, num_train=3000, **train)
+        return {m: evaluate(*out[m], np.arange(1000))["mAP"] for m in ("whitening", "A&D identity")}
+
+    near_axis = held_out_map(near_axis=0.5)
+    assert near_axis["A&D identity"] > 0.9 and near_axis["whitening"] < 0.7
+    shared = held_out_map(mismatch=0.1)
+    assert shared["whitening"] > 0.9
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from helpers import attribution_study as ats
+from helpers.attribution import Heads
 from helpers.attribution_study import AttributionBenchmark, make_benchmark
 from helpers.models import img2img, vit
 
@@ -24,7 +25,7 @@ def bench():
 def _cfg(**overrides):
     values = {"seed": 0, "device": "cpu", "ssl_steps": 2, "ssl_batch": 4, "ssl_lr": 1e-3, "feature_dim": 4,
               "pretrained_size": 32, "head_epochs": 3, "head_batch": 4, "head_lr": 1e-3, "backbone_path": "",
-              "vit_size": 32, "ssl_augmentations": "benchmark"}
+              "vit_size": 32, "ssl_augmentations": "benchmark", "lite0_stage": 1, "lite0_grid": 4}
     return SimpleNamespace(**{**values, **overrides})
 
 
@@ -175,3 +176,20 @@ def test_reciprocal_ranks_and_gap_interval(bench):
     assert ats.gap_interval(bench, perfect, perfect, seed=0) == (0.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="one value per query"):
         ats.gap_interval(bench, perfect[:2], random[:2], seed=0)
+
+
+def test_component_agreement_known_answers():
+    """Pairs with identical features agree perfectly on every measure; unpaired rows do not."""
+    generator = torch.Generator().manual_seed(0)
+    sources = (torch.empty(300, 3).exponential_(generator=generator)
+               - torch.empty(300, 3).exponential_(generator=generator))  # Laplace
+    real = sources @ torch.randn(3, 3, generator=generator)
+    synthetic = real.repeat_interleave(2, 0)  # two views of each exemplar, each exactly its exemplar
+    paired = ats.FeatureSet(synthetic, real, synthetic[:4], real[:4])
+    agreement = ats.component_agreement(paired, views=2, heads=Heads(3), seed=0)
+    assert agreement["whitened coordinates, same index"] == pytest.approx(1.0)
+    assert agreement["A&D outputs, same index"] == pytest.approx(1.0)
+    assert agreement["FastICA components, best match"] > 0.95
+    shuffled = ats.FeatureSet(synthetic[torch.randperm(600, generator=generator)], real, synthetic[:4], real[:4])
+    unpaired = ats.component_agreement(shuffled, views=2, heads=Heads(3), seed=0)
+    assert max(unpaired.values()) < 0.2

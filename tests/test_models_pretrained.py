@@ -85,6 +85,24 @@ def test_stage_maps_cover_the_five_resolutions(model):
     maps = pretrained.lite0_stage_maps(model, torch.zeros(1, 3, 64, 64))
     assert [tuple(m.shape[1:]) for m in maps] == [(16, 32, 32), (24, 16, 16), (40, 8, 8), (112, 4, 4),
                                                    (320, 2, 2)]
+    # the early maps alone stop before the later blocks and agree with the full pass
+    early = pretrained.lite0_stage_maps(model, torch.zeros(1, 3, 64, 64), stages=2)
+    assert len(early) == 2 and all(torch.equal(a, b) for a, b in zip(early, maps[:2], strict=True))
+
+
+def test_stage_features_pool_an_early_map_keeping_its_layout(model, images):
+    features = pretrained.lite0_stage_features(model, images, stage=1, grid=4, size=48)
+    assert features.shape == (2, 24 * 16) and torch.isfinite(features).all()
+    # the layout is kept: a mirrored image gives other features
+    mirrored = pretrained.lite0_stage_features(model, images.flip(-1), stage=1, grid=4, size=48)
+    assert not torch.allclose(features, mirrored, atol=1e-3)
+    x = 2 * torch.nn.functional.interpolate(images, size=(48, 48), mode="bilinear", align_corners=False) - 1
+    expected = torch.nn.functional.adaptive_avg_pool2d(pretrained.lite0_stage_maps(model, x)[1], 4).flatten(1)
+    torch.testing.assert_close(features, expected)
+    with pytest.raises(ValueError, match="stage must be in 0"):
+        pretrained.lite0_stage_features(model, images, stage=5)
+    with pytest.raises(ValueError, match="grid must be >= 1"):
+        pretrained.lite0_stage_features(model, images, stage=1, grid=0)
 
 
 def test_feature_distance_orders_perturbations(model):

@@ -199,11 +199,19 @@ def test_evaluate_on_target_reports_every_number():
     model = transfer.build_vae(transfer.TrainSettings(steps=1, widths=(4, 4, 8)), 16).eval()
     settings = transfer.EvalSettings(omes_pairs=50, peer_points=20, peer_batch=4, dci_points=20,
                                       classifier_points=300)
-    row = transfer.evaluate_on_target(model, source, target, np.random.default_rng(0), settings, ("MIG", "SAP"))
+    row, result = transfer.evaluate_on_target(model, source, target, np.random.default_rng(0), settings,
+                                              ("MIG", "SAP"))
+    accuracies = {f"{c}_{inputs}" for c in ("gbt", "mlp") for inputs in ("all", "pruned")}
     assert set(row) == {"omes", "modularity", "compactness", "omes_shared", "omes_floor", "active_dims", "MIG", "SAP",
-                        "gbt_all", "gbt_pruned", "mlp_all", "mlp_pruned"}
+                        *accuracies, *(f"{name}_se" for name in accuracies)}
     assert all(np.isfinite(v) for v in row.values())
     assert row["omes_floor"] == metrics.omes_noise_floor(target.grid.num_factors, row["active_dims"])
+    assert row["omes"] == result["omes"].score and len(result["pairs"]) == target.grid.num_factors
+    # a standard error of a mean accuracy over 100 test rows per factor: at most 0.5 / √100
+    assert all(0 <= row[f"{name}_se"] <= 0.05 for name in accuracies)
+    # the cheap control: OMES alone, from the same draws as the full evaluation
+    control = transfer.target_omes(model, source, target, np.random.default_rng(0), settings)
+    assert control["omes"].score == row["omes"] and control["omes_shared"] == row["omes_shared"]
     with pytest.raises(ValueError, match="unknown peer metric 'MIGG'"):
         transfer.evaluate(target.grid, lambda f: f.astype(float), np.random.default_rng(0), settings, ("MIGG",))
 
@@ -255,3 +263,27 @@ def test_latent_traversal_sweeps_one_dimension_per_row():
     assert all(not np.allclose(row[0], row[-1]) for row in rows)  # every row moves
     with pytest.raises(ValueError, match="steps"):
         transfer.latent_traversal(model, image, steps=1)
+
+
+def test_omes_resamples_pair_alike_and_bracket_the_score():
+    grid = transfer.make_dataset("dsprites", 16, KEEP).grid
+    rng = np.random.default_rng(0)
+    exact = transfer.known_answer_representation("oracle", grid, rng)
+    pairs = metrics.sample_omes_pairs(grid, exact, 300, rng)
+    result = metrics.omes(pairs)
+    samples = transfer.omes_resamples(pairs, seed=1, draws=50)
+    assert samples.shape == (len(transfer.REPORTED_ALPHAS), 50)
+    middle = samples[transfer.REPORTED_ALPHAS.index(0.5)]
+    assert middle.min() <= result.score + 0.02 and middle.max() >= result.score - 0.02 and middle.std() > 0
+    # the same seed resamples the same rows: a representation against itself differs by exactly 0
+    assert transfer.difference_interval(middle, transfer.omes_resamples(pairs, seed=1, draws=50)[1]) \
+        == (0.0, 0.0)
+    # a subset of the factors, and the interval of a clear difference excludes 0
+    noise = transfer.known_answer_representation("noise", grid, np.random.default_rng(1))
+    noise_pairs = metrics.sample_omes_pairs(grid, noise, 300, np.random.default_rng(2))
+    worse = transfer.omes_resamples(noise_pairs, seed=2, factors=[0, 1], draws=50)
+    assert transfer.difference_interval(middle, worse[1])[1] < 0
+    with pytest.raises(ValueError, match="draws must be >= 2"):
+        transfer.omes_resamples(pairs, seed=1, draws=1)
+    with pytest.raises(ValueError, match="need \\(draws,\\) resamples"):
+        transfer.difference_interval(samples, samples)

@@ -73,6 +73,32 @@ def lite0_features(model: nn.Module, images: torch.Tensor, *, size: int = 128, b
     return torch.cat(chunks) if chunks else torch.empty(0, LITE0_FEATURES)
 
 
+@torch.no_grad()
+def lite0_stage_features(model: nn.Module, images: torch.Tensor, *, stage: int, grid: int = 4, size: int = 128,
+                         batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+    """One of Lite0's early stage maps (:func:`lite0_stage_maps`), average-pooled to ``grid`` × ``grid`` and
+    flattened: features that keep the image's layout (which the pooled head features discard) and low-level
+    ImageNet filters, from a fraction of the network.
+
+    Args:
+        model: from :func:`efficientnet_lite0`.
+        images: ``(N, 3, H, W)`` RGB in [0, 1].
+        stage: which map, 0 … 4 (16, 24, 40, 112 or 320 channels).
+        grid: side of the pooled map.
+        size, batch_size, progress: as in :func:`lite0_features`.
+
+    Returns:
+        ``(N, C_stage · grid²)`` float32 features on the CPU.
+    """
+    if not 0 <= stage <= 4:
+        raise ValueError(f"stage must be in 0 … 4, got {stage}")
+    if grid < 1:
+        raise ValueError(f"grid must be >= 1, got {grid}")
+    chunks = [F.adaptive_avg_pool2d(lite0_stage_maps(model, x, stages=stage + 1)[stage], grid).flatten(1).cpu()
+              for x in _network_inputs(model, images, size, batch_size, progress)]
+    return torch.cat(chunks)
+
+
 def _network_inputs(model: nn.Module, images: torch.Tensor, size: int, batch_size: int, progress: bool = False):
     """Check ``images`` (N, 3, H, W) in [0, 1] and ``size``; return an iterator over batches resized to ``size``
     px, mapped to [−1, 1] and moved to the model's device."""
@@ -91,14 +117,17 @@ def _head_preactivation(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model._bn1(model._conv_head(lite0_stage_maps(model, x)[-1]))
 
 
-def lite0_stage_maps(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+def lite0_stage_maps(model: nn.Module, x: torch.Tensor, stages: int = 5) -> list[torch.Tensor]:
     """The feature map at the end of each of Lite0's five resolution stages (before each stride-2 block, and
-    the last block's output) for inputs ``x`` already scaled to [−1, 1]; e.g. 16, 24, 40, 112 and 320 channels."""
+    the last block's output) for inputs ``x`` already scaled to [−1, 1]; e.g. 16, 24, 40, 112 and 320 channels.
+    Only the first ``stages`` maps are computed and returned."""
     x = model._swish(model._bn0(model._conv_stem(x)))
     maps = []
     for k, block in enumerate(model._blocks):
         if k > 0 and max(block._depthwise_conv.stride) == 2:
             maps.append(x)
+            if len(maps) == stages:
+                return maps
         x = block(x)
     return maps + [x]
 
