@@ -37,13 +37,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.decomposition import PCA
+from sklearn.decomposition import PCA, FastICA
 
 from helpers import origin_study
 from helpers.attribution import (
     Heads,
     cca_decomposition,
-    fastica_per_domain,
+    fit_fastica,
     mean_corr_coef,
     order_alignment,
     train_heads,
@@ -324,7 +324,8 @@ def training_pairs(features: FeatureSet, views: int) -> tuple[torch.Tensor, torc
     return features.train_synthetic, features.train_real[torch.arange(len(features.train_synthetic)) // views]
 
 
-def component_agreement(features: FeatureSet, views: int, heads: Heads, seed: int) -> dict[str, float]:
+def component_agreement(features: FeatureSet, views: int, heads: Heads,
+                        icas: tuple[FastICA, FastICA]) -> dict[str, float]:
     """Whether the two domains have the *same* independent components, measured on the training pairs: A&D's
     premise that per-domain ICA finds one set of sources in both.
 
@@ -333,9 +334,10 @@ def component_agreement(features: FeatureSet, views: int, heads: Heads, seed: in
     way the pairs allow (:func:`helpers.attribution.mean_corr_coef`); whitened coordinates and the A&D heads'
     outputs, component ``i`` with component ``i`` (:func:`helpers.attribution.order_alignment`), and whitened
     coordinates best matched. Shared sources would give the matched FastICA components the highest agreement.
+    ``icas``: from :func:`fit_fastica_per_domain`.
     """
     pairs_s, pairs_e = training_pairs(features, views)
-    ica_s, ica_e = fastica_per_domain(features.train_synthetic, features.train_real, pairs_s, pairs_e, seed)
+    ica_s, ica_e = (ica.transform(block.double().numpy()) for ica, block in zip(icas, (pairs_s, pairs_e), strict=True))
     white_s, white_e = whiten_per_domain(features.train_synthetic, features.train_real, pairs_s, pairs_e)
     with torch.no_grad():
         head_s, head_e = heads.map(pairs_s, "s"), heads.map(pairs_e, "e")
@@ -385,11 +387,20 @@ def whitened_scores(bench: AttributionBenchmark, features: FeatureSet) -> dict[s
     return retrieval_scores(bench, *whitened(features))
 
 
-def fastica_scores(bench: AttributionBenchmark, features: FeatureSet, seed: int) -> dict[str, float]:
-    """Baseline "FastICA alone": scikit-learn's FastICA fitted on each domain's training features on its own
-    (:func:`helpers.attribution.fastica_per_domain`); queries and gallery in their domain's sources."""
-    return retrieval_scores(bench, *fastica_per_domain(features.train_synthetic, features.train_real,
-                                                       features.queries, features.gallery, seed))
+def fit_fastica_per_domain(features: FeatureSet, seed: int) -> tuple[FastICA, FastICA]:
+    """scikit-learn's FastICA fitted on each domain's training features on its own
+    (:func:`helpers.attribution.fit_fastica`): ICA without the shared initialisation. Fitted once per backbone for
+    :func:`fastica_scores` and :func:`component_agreement`."""
+    return fit_fastica(features.train_synthetic, seed), fit_fastica(features.train_real, seed)
+
+
+def fastica_scores(bench: AttributionBenchmark, features: FeatureSet,
+                   icas: tuple[FastICA, FastICA]) -> dict[str, float]:
+    """Baseline "FastICA alone": queries and gallery in their domain's sources (``icas`` from
+    :func:`fit_fastica_per_domain`)."""
+    ica_s, ica_e = icas
+    return retrieval_scores(bench, ica_s.transform(features.queries.double().numpy()),
+                            ica_e.transform(features.gallery.double().numpy()))
 
 
 def train_ad(cfg, bench: AttributionBenchmark, features: FeatureSet, *, lam: float, init: str = "identity",
