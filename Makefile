@@ -35,6 +35,8 @@ SMOKE_PARAMS_03 := SOURCE_STEPS=200 FINETUNE_STEPS=50
 SMOKE_PARAMS_04 := STAGE1_STEPS=200 SEPARATOR_STEPS=200
 
 export HF_HUB_OFFLINE := 1
+# Notebooks run headless here: text progress bars (helpers.progress), not widgets no one sees
+export WORKBENCH_HEADLESS := 1
 export PYTHONHASHSEED := 0
 # No MPLBACKEND here: a notebook kernel must keep matplotlib's inline backend, or the executed notebooks (and the
 # book) hold no figures. The saved PNGs are byte-identical under either backend; tests set Agg in tests/conftest.py.
@@ -62,7 +64,7 @@ notebooks: setup
 	    -p SCALE $(SCALE) -p SEED $$seed -p DEVICE $(DEVICE) "$${params[@]}" < /dev/null \
 	    || { mv "build/executed/.$$run.running.ipynb" "build/executed/$$run.failed.ipynb" 2>/dev/null; \
 	         echo "$$nb failed: its executed copy is build/executed/$$run.failed.ipynb"; exit 1; }; \
-	  mv "build/executed/.$$run.running.ipynb" "build/executed/$$run.ipynb"; \
+	  $(PY) -m helpers.executed "build/executed/.$$run.running.ipynb" "build/executed/$$run.ipynb" || exit 1; \
 	done <<< "$$plan"
 	$(PY) -m helpers.results README.md
 

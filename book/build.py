@@ -4,7 +4,7 @@ Steps: check that every notebook in ``notebooks/`` has its default run in ``buil
 writes it as ``<notebook>.ipynb``; runs with ``@`` in the name, other seeds or overrides, are left out); write the
 source folder ``<out>/src`` from scratch: ``index.md`` (the README's opening, the results table of
 :func:`helpers.results.summary_markdown` and how to read a "no" at the small scale), ``notebooks/<notebook>.ipynb``
-(the executed notebook with its progress bars coalesced, :mod:`book.prepare`, and its reading notes as a sub-page)
+(the executed notebook with its progress bars coalesced, :mod:`helpers.executed`, and its reading notes as a sub-page)
 and ``papers/<notebook>.md`` (the reading notes); then run Sphinx (HTML builder, no execution) into ``<out>/html``.
 Sphinx warnings (a link to a file outside the book) are printed and accepted; errors fail the build.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import nbformat
 
-from book.prepare import prepare_notebook
+from helpers.executed import prepare_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = Path(__file__).resolve().parent

@@ -29,7 +29,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from tqdm.auto import tqdm
 
 from helpers.cache import Checkpoint, cached_step
 from helpers.config import NotebookSpec, Param
@@ -46,6 +45,7 @@ from helpers.origin import (
     top_input_directions,
     train_map,
 )
+from helpers.progress import progress_bar
 from helpers.retrieval import evaluate
 from helpers.runtime import torch_generator
 from helpers.training import fit
@@ -124,7 +124,7 @@ def translate_batched(generator: Img2ImgGenerator, images: torch.Tensor, seed: i
     prompts = torch.randint(generator.num_prompts, (len(images),), generator=torch_generator(seed, 0))
     chunks = zip(images.split(batch_size), prompts.split(batch_size), strict=True)
     out = [generator.translate(x, p, seed, stream=b + 1)
-           for b, (x, p) in enumerate(tqdm(list(chunks), desc=desc, leave=False))]
+           for b, (x, p) in enumerate(progress_bar(list(chunks), desc=desc, leave=False))]
     return torch.cat(out), prompts
 
 

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from tqdm.std import tqdm
 
 from helpers.cache import Checkpoint
+from helpers.progress import progress_bar
 from helpers.runtime import torch_generator
 
 LossFn = Callable[[torch.nn.Module, Any, torch.Generator], tuple[torch.Tensor, dict[str, float]]]
@@ -73,7 +73,7 @@ def fit(
         optimizer.load_state_dict(state["optimizer"])
         history, start = state["history"], state["step"]
     model.train()
-    progress = tqdm(range(start, num_steps), desc=desc, initial=start, total=num_steps, mininterval=2.0)
+    progress = progress_bar(range(start, num_steps), desc=desc, initial=start, total=num_steps, mininterval=2.0)
     for step in progress:
         generator = torch_generator(seed, step)
         if lr_schedule is not None:

@@ -1,4 +1,4 @@
-"""The rendered book (``make book`` → ``python -m book.build``): progress-bar coalescing, and a whole build of a
+"""The rendered book (``make book`` → ``python -m book.build``): a whole build of a
 tiny executed notebook (figure, claims table, tqdm noise) with a tiny results file."""
 
 import base64
@@ -15,7 +15,6 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root, where book/ lives
 
 from book.build import BookError, build, main  # noqa: E402
-from book.prepare import coalesce_outputs, prepare_notebook, resolve_carriage_returns  # noqa: E402
 
 # Sphinx 9 announces API changes of its extensions (MyST, the book theme) that are not this project's to make
 pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
@@ -29,54 +28,6 @@ IPROGRESS = (
 
 def stream(name, text):
     return nbformat.v4.new_output("stream", name=name, text=text)
-
-
-def test_resolve_carriage_returns_keeps_what_a_terminal_shows():
-    assert resolve_carriage_returns("\r  0%|   | 0/3\r 33%|#  | 1/3\r100%|###| 3/3\n") == "100%|###| 3/3\n"
-    # a shorter update overwrites only the start; tqdm pads with spaces, which are stripped
-    assert resolve_carriage_returns("abcdef\rxy") == "xycdef"
-    assert resolve_carriage_returns("long status\rshort      \ndone\n") == "short\ndone\n"
-    # a bar closed with leave=False ends blank and disappears
-    assert resolve_carriage_returns("before\n\r 50%|# |\r          \rafter\n") == "before\nafter\n"
-    assert resolve_carriage_returns("plain\r\nlines\n") == "plain\nlines\n"
-
-
-def test_coalesce_outputs_merges_consecutive_streams_and_drops_noise():
-    image = nbformat.v4.new_output("display_data", data={"image/png": "AAAA", "text/plain": "<Figure>"})
-    outputs = [
-        stream("stderr", IPROGRESS),
-        stream("stderr", "\rtrain:   0%|          | 0/3"),
-        stream("stderr", "\rtrain:  33%|###3      | 1/3"),
-        stream("stderr", "\rtrain: 100%|##########| 3/3\n"),
-        stream("stdout", "loss 0.5\n"),
-        stream("stdout", "loss 0.4\n"),
-        image,
-        stream("stderr", "\reval: 100%|##| 2/2\n"),
-        stream("stderr", IPROGRESS),
-    ]
-    before = json.dumps(outputs)
-    got = coalesce_outputs(outputs)
-    assert json.dumps(outputs) == before  # pure: the input is untouched
-    assert [(o["output_type"], o.get("name")) for o in got] == [
-        ("stream", "stderr"), ("stream", "stdout"), ("display_data", None), ("stream", "stderr")]
-    assert got[0]["text"] == "train: 100%|##########| 3/3\n"
-    assert got[1]["text"] == "loss 0.5\nloss 0.4\n"
-    assert got[2] == image
-    assert got[3]["text"] == "eval: 100%|##| 2/2\n"
-    assert coalesce_outputs([stream("stderr", IPROGRESS)]) == []
-    # list-valued text (as on disk) is joined
-    assert coalesce_outputs([{"output_type": "stream", "name": "stderr", "text": ["a\r", "b\n"]}])[0]["text"] == "b\n"
-
-
-def test_prepare_notebook_coalesces_code_cells_of_a_copy():
-    notebook = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_markdown_cell("progress\rbars in text are left alone"),
-        nbformat.v4.new_code_cell("run()", outputs=[stream("stderr", "\r 50%"), stream("stderr", "\r100%\n")]),
-    ])
-    prepared = prepare_notebook(notebook)
-    assert prepared.cells[0].source == "progress\rbars in text are left alone"
-    assert [o["text"] for o in prepared.cells[1].outputs] == ["100%\n"]
-    assert len(notebook.cells[1].outputs) == 2
 
 
 def tiny_png() -> str:

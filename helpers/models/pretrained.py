@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+
+from helpers.progress import progress_bar
 
 LITE0_FEATURES = 1280
 LITE0_INPUT_SIZE = 224
@@ -107,7 +108,7 @@ def _network_inputs(model: nn.Module, images: torch.Tensor, size: int, batch_siz
     if size < 32:
         raise ValueError(f"size must be at least 32 (five stride-2 stages), got {size}")
     device = next(model.parameters()).device
-    chunks = tqdm(images.split(batch_size), desc="EfficientNet-Lite0", disable=not progress)
+    chunks = progress_bar(images.split(batch_size), desc="EfficientNet-Lite0", disable=not progress)
     return (2 * F.interpolate(chunk.to(device, torch.float32), size=(size, size), mode="bilinear",
                               align_corners=False) - 1 for chunk in chunks)
 

@@ -26,10 +26,10 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from helpers.cache import Checkpoint
 from helpers.data.images import gaussian_blur
+from helpers.progress import progress_bar
 from helpers.runtime import seeded
 from helpers.training import fit
 
@@ -181,5 +181,5 @@ def encode_images(encoder: nn.Module, images: torch.Tensor, batch_size: int = 50
     encoder.eval()
     device = next(encoder.parameters()).device
     chunks = [encoder(chunk.to(device)).cpu()
-              for chunk in tqdm(images.split(batch_size), desc="features", disable=not progress)]
+              for chunk in progress_bar(images.split(batch_size), desc="features", disable=not progress)]
     return torch.cat(chunks) if chunks else torch.empty(0, encoder.dim)

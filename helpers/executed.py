@@ -1,15 +1,23 @@
-"""Tidy executed notebooks before Sphinx reads them: progress-bar noise coalesced, nothing else changed.
+"""Tidy executed notebooks: progress-bar noise coalesced, nothing else changed.
 
 An executed notebook holds tqdm's progress bars as many stderr stream outputs, each a carriage-return update of the
 same line. :func:`coalesce_outputs` merges consecutive stream outputs of the same name (stdout or stderr), keeps
 only the final state of each carriage-return-updated line (what a terminal would show) and drops tqdm's
 "IProgress not found" warning. Pure functions: the inputs are not modified.
+
+``make notebooks`` tidies each executed notebook as it moves it into place (``python -m helpers.executed RUNNING
+FINAL``: :func:`tidy_file`), and ``make book`` tidies again what it reads (a no-op on a tidied notebook).
 """
 
 from __future__ import annotations
 
 import copy
+import os
+import sys
+from pathlib import Path
 from typing import Any
+
+import nbformat
 
 # tqdm.auto's warning when ipywidgets is absent, followed by the indented source line that raised it
 NOISE_MARKERS = ("IProgress not found",)
@@ -89,3 +97,19 @@ def prepare_notebook(notebook: Any) -> Any:
         if cell.get("cell_type") == "code" and cell.get("outputs"):
             cell["outputs"] = coalesce_outputs(cell["outputs"])
     return prepared
+
+
+def tidy_file(running: Path, final: Path) -> None:
+    """Write ``running`` (an executed notebook) tidied (:func:`prepare_notebook`) to ``final`` and remove
+    ``running``. ``final`` is replaced in one step, so an interruption leaves either the old file or the new one."""
+    notebook = prepare_notebook(nbformat.read(running, as_version=4))
+    partial = final.with_name(f".{final.name}.partial")
+    nbformat.write(nbformat.from_dict(notebook), partial)
+    os.replace(partial, final)
+    running.unlink()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m helpers.executed RUNNING.ipynb FINAL.ipynb")
+    tidy_file(Path(sys.argv[1]), Path(sys.argv[2]))
