@@ -21,7 +21,9 @@ orders aligned, while different random initialisations scramble them.
 What this module provides:
 
 * the loss: :func:`infomax_loss`, :func:`orthogonality_penalty`, :func:`ad_loss` (reference forms, autograd),
-  and :func:`head_objective` (the same value with a closed-form gradient, used for training);
+  and :func:`head_objective` (the same value with a closed-form gradient, used for training); the ablation's
+  :func:`anchor_penalty` ``‖H − I‖²_F`` in place of the orthogonality penalty, either picked by name with
+  :func:`head_penalty` (:data:`PENALTIES`);
 * the heads and their training: :class:`Unmixing` (one domain), :class:`Heads` (two domains),
   :func:`train_infomax` and :func:`train_heads` (through :func:`helpers.training.fit`: per-step generators,
   resumable checkpoints, a progress bar);
@@ -118,8 +120,13 @@ def anchor_penalty(H: torch.Tensor) -> torch.Tensor:
 
 def head_penalty(H: torch.Tensor, penalty: str = "orthogonality") -> torch.Tensor:
     """:func:`orthogonality_penalty` or :func:`anchor_penalty` of ``H``, by name (:data:`PENALTIES`)."""
+    return _penalty_function(penalty)(H)
+
+
+def _penalty_function(penalty: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The penalty named ``penalty`` (one of :data:`PENALTIES`); ValueError for any other name."""
     _check_penalty(penalty)
-    return orthogonality_penalty(H) if penalty == "orthogonality" else anchor_penalty(H)
+    return orthogonality_penalty if penalty == "orthogonality" else anchor_penalty
 
 
 def ad_loss(z_s: torch.Tensor, z_e: torch.Tensor, H_s: torch.Tensor, H_e: torch.Tensor, lam: float,
@@ -142,7 +149,7 @@ def ad_loss(z_s: torch.Tensor, z_e: torch.Tensor, H_s: torch.Tensor, H_e: torch.
         The scalar loss.
     """
     _check_lam(lam)
-    _check_penalty(penalty)
+    penalty_of = _penalty_function(penalty)
     _check_square(H_s, "H_s")
     _check_square(H_e, "H_e")
     if H_s.shape != H_e.shape:
@@ -151,7 +158,7 @@ def ad_loss(z_s: torch.Tensor, z_e: torch.Tensor, H_s: torch.Tensor, H_e: torch.
     check_matrix(z_e, "z_e", columns=H_s.shape[0])
     loss = infomax_loss(z_s @ H_s.T, H_s) + infomax_loss(z_e @ H_e.T, H_e)
     if lam > 0:
-        loss = loss + lam * (head_penalty(H_s, penalty) + head_penalty(H_e, penalty))
+        loss = loss + lam * (penalty_of(H_s) + penalty_of(H_e))
     return loss
 
 
