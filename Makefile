@@ -88,8 +88,11 @@ gpu-smoke: setup
 	    && [ -n "$$run" ] || exit 1; \
 	  echo "== $$nb (SCALE=$(SMOKE_SCALE) DEVICE=$(SMOKE_DEVICE) $$p) -> $(SMOKE_OUTPUT)/executed/$$run.ipynb"; \
 	  start=$$(date +%s); \
-	  env -u MPLBACKEND WORKBENCH_OUTPUT=$(SMOKE_OUTPUT) $(PY) -m papermill "$$nb" "$(SMOKE_OUTPUT)/executed/$$run.ipynb" \
+	  env -u MPLBACKEND WORKBENCH_OUTPUT=$(SMOKE_OUTPUT) $(PY) -m papermill "$$nb" \
+	    "$(SMOKE_OUTPUT)/executed/.$$run.running.ipynb" \
 	    -k $(KERNEL) --cwd notebooks -p SCALE $(SMOKE_SCALE) -p SEED 0 -p DEVICE $(SMOKE_DEVICE) "$${params[@]}" \
+	    || exit 1; \
+	  $(PY) -m helpers.executed "$(SMOKE_OUTPUT)/executed/.$$run.running.ipynb" "$(SMOKE_OUTPUT)/executed/$$run.ipynb" \
 	    || exit 1; \
 	  echo "== $$nb finished in $$(( $$(date +%s) - start )) s"; \
 	done

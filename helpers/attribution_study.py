@@ -54,6 +54,7 @@ from helpers.config import NotebookSpec, Param
 from helpers.data.images import reframe
 from helpers.models import pretrained, ssl, vit
 from helpers.models.img2img import GENERATOR_SPECS, Img2ImgGenerator
+from helpers.paths import local_file
 from helpers.retrieval import evaluate, relevant_ranks
 from helpers.runtime import torch_generator
 
@@ -66,7 +67,7 @@ SPEC = NotebookSpec(
         "GENERATOR_STEPS": Param(int, minimum=1, optional=True),
         "SSL_STEPS": Param(int, minimum=1, optional=True),
         "HEAD_EPOCHS": Param(int, minimum=1, optional=True),
-        "BACKBONE_PATH": Param(str, existing_path=True),
+        "BACKBONE_PATH": Param(str, existing_path=True, check=vit.checkpoint_state),
     },
     presets={
         # CPU minutes: 32 px crops, a small SimCLR CNN, 128-d features for the heads.
@@ -250,7 +251,7 @@ def study_frozen_features(cfg, bench: AttributionBenchmark, backbone: str) -> tu
         if not cfg.backbone_path:
             raise ValueError("the vit backbone needs BACKBONE_PATH: a local DINO / MoCo v3 / DINOv2 / DINOv3 ViT "
                              "checkpoint")
-        model, size = vit.load_vit(cfg.backbone_path), cfg.vit_size
+        model, size = vit.load_vit(local_file(cfg.backbone_path)), cfg.vit_size
     else:
         raise ValueError(f"backbone must be 'supervised' or 'vit', got {backbone!r}")
     return cached_step(f"ad-{backbone}-features", _frozen_features, device=cfg.device, backbone=backbone, model=model,

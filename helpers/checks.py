@@ -17,3 +17,10 @@ def check_matrix(x: torch.Tensor, name: str, columns: int | None = None, finite:
         raise ValueError(f"{name} has {x.shape[1]} columns, expected {columns}")
     if finite and not torch.isfinite(x).all():
         raise ValueError(f"{name} contains nan or inf values")
+
+
+def one_line(error: BaseException, limit: int = 300) -> str:
+    """``error``'s message on one line (whitespace collapsed, cut at ``limit`` characters), or its type's name when
+    the message is empty: for one-line errors that wrap another library's."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[:limit - 1] + "…"

@@ -21,12 +21,14 @@ import hashlib
 import importlib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from helpers.checks import one_line
+from helpers.paths import local_file
 from helpers.runtime import select_device
 
 SCALES = ("small", "full")
@@ -41,8 +43,11 @@ class Param:
         choices: allowed values, if the parameter is a choice.
         minimum: smallest allowed value for numbers.
         maximum: largest allowed value for numbers.
-        existing_path: a non-empty string must name an existing file or directory.
+        existing_path: a non-empty string must name an existing file or directory (relative to the repository
+            root: :func:`helpers.paths.local_file`).
         optional: ``None`` is allowed (for preset overrides, ``None`` keeps the preset).
+        check: for an existing path, a quick look inside that raises ValueError or OSError saying what is wrong
+            (e.g. :func:`helpers.data.loaders.check_dsprites_npz`); what it returns is ignored.
     """
 
     kind: type
@@ -51,6 +56,7 @@ class Param:
     maximum: float | None = None
     existing_path: bool = False
     optional: bool = False
+    check: Callable[[Path], object] | None = None
 
 
 @dataclass(frozen=True)
@@ -154,7 +160,7 @@ def resolve(notebook: str, spec: NotebookSpec | None = None, **parameters: Any) 
 
     Raises:
         ValueError: unknown notebook or parameter, missing parameter, wrong type, value out of range,
-            unknown choice, or a path that does not exist.
+            unknown choice, or a local file that does not exist or fails its check.
     """
     if spec is None:
         spec = notebook_spec(notebook)
@@ -276,6 +282,14 @@ def check_value(name: str, value: Any, rule: Param) -> None:
         raise ValueError(f"{name} must be >= {rule.minimum}, got {value!r}")
     if rule.maximum is not None and value > rule.maximum:
         raise ValueError(f"{name} must be <= {rule.maximum}, got {value!r}")
-    if rule.existing_path and value and not Path(value).exists():
-        raise ValueError(f"{name}={value!r}: no such file or directory")
+    if rule.existing_path and value:
+        path = local_file(value)
+        if not path.exists():
+            resolved = "" if str(path) == value else f" ({path})"
+            raise ValueError(f"{name}={value!r}: no such file or directory{resolved}")
+        if rule.check is not None:
+            try:
+                rule.check(path)
+            except (ValueError, OSError) as error:  # FileNotFoundError is an OSError
+                raise ValueError(f"{name}={value!r}: {one_line(error)}") from error
 

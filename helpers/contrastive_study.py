@@ -39,6 +39,7 @@ from helpers.data.factors import FactorGrid
 from helpers.metrics.omes import omes, sample_omes_pairs
 from helpers.metrics.peers import mig
 from helpers.models import cvae, diffca, pretrained, separator, vit
+from helpers.paths import local_file
 
 METHODS = ("diffca", "cpca", "splitter", "cvae")
 FACTOR_NAMES = faces.COMMON.names + faces.SALIENT.names
@@ -47,7 +48,7 @@ SPEC = NotebookSpec(
     params={
         "STAGE1_STEPS": Param(int, minimum=1, optional=True),
         "SEPARATOR_STEPS": Param(int, minimum=1, optional=True),
-        "PATCH_ENCODER_PATH": Param(str, existing_path=True),
+        "PATCH_ENCODER_PATH": Param(str, existing_path=True, check=vit.checkpoint_state),
         "ALIGNED": Param(bool, optional=True),
     },
     presets={
@@ -189,7 +190,7 @@ def study_stage1(cfg, train: FacesSplit) -> tuple[diffca.Stage1, dict[str, list[
     codec, codec_history = cached_step("diffca-codec", diffca.train_codec, resumable=True, images=train.images,
                                        steps=cfg.codec_steps, batch_size=cfg.codec_batch, lr=cfg.codec_lr,
                                        seed=cfg.seed, channels=cfg.codec_channels)
-    patch_vit = vit.load_vit(cfg.patch_encoder_path) if cfg.patch_encoder_path else None
+    patch_vit = vit.load_vit(local_file(cfg.patch_encoder_path)) if cfg.patch_encoder_path else None
     model, history = cached_step("diffca-stage1", _train_stage1, resumable=True, device=cfg.device,
                                  images=train.images, codec=codec, patch_vit=patch_vit,
                                  patch_size=cfg.patch_encoder_size if patch_vit is not None else None,

@@ -45,6 +45,7 @@ from helpers.origin import (
     top_input_directions,
     train_map,
 )
+from helpers.paths import local_file
 from helpers.progress import progress_bar
 from helpers.retrieval import evaluate
 from helpers.runtime import torch_generator
@@ -54,7 +55,7 @@ _SPLIT_STREAM = 20_250_102  # the numpy stream of the origin crops
 
 SPEC = NotebookSpec(
     params={
-        "VAE_PATH": Param(str, existing_path=True),
+        "VAE_PATH": Param(str, existing_path=True, check=img2img.check_vae_folder),
         "VAE_STEPS": Param(int, minimum=1, optional=True),
         "GENERATOR_STEPS": Param(int, minimum=1, optional=True),
         "MAP_STEPS": Param(int, minimum=1, optional=True),
@@ -236,7 +237,7 @@ def study_vae(cfg, split: OriginSplit):
     trained on the training origins (cached, resumable). The origins' side ``cfg.image_size`` must be a multiple
     of the VAE's downsampling (4 for the trained one, 8 for SD's); the generators' denoisers take the latents'
     shape from it."""
-    vae = img2img.load_pretrained_vae(cfg.vae_path) if cfg.vae_path else None
+    vae = img2img.load_pretrained_vae(local_file(cfg.vae_path)) if cfg.vae_path else None
     factor = img2img.downsampling(vae) if vae is not None else 4
     if cfg.image_size % (2 * factor):
         source = f"the VAE at VAE_PATH={cfg.vae_path}" if vae is not None else "the trained VAE"

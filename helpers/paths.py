@@ -47,6 +47,12 @@ def data_dir() -> Path:
     return project_root() / "data"
 
 
+def local_file(value: str) -> Path:
+    """The local file a notebook parameter names: ``~`` expanded, a relative path taken from the repository root
+    (``data/dino.pth``, whatever the working directory: notebooks run in ``notebooks/``), an absolute one kept."""
+    return project_root() / Path(value).expanduser()
+
+
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` through a flushed temporary file renamed over it, readable by all (``mode``).
 

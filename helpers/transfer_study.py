@@ -24,10 +24,11 @@ from helpers.cache import Checkpoint, cached_step
 from helpers.config import NotebookSpec, Param
 from helpers.data import dsprites, realistic, shapes3d
 from helpers.data.factors import FactorGrid, coarsen
-from helpers.data.loaders import load_dsprites_npz
+from helpers.data.loaders import check_dsprites_npz, check_shapes3d_h5, load_dsprites_npz, load_shapes3d_h5
 from helpers.metrics._common import Represent, sklearn_seed
 from helpers.models.vae import VAE, VAEConfig, beta_vae_loss, group_vae_loss
 from helpers.parallel import fit_all
+from helpers.paths import local_file
 from helpers.runtime import seeded
 from helpers.training import adam, fit
 
@@ -38,7 +39,8 @@ CLASSIFIERS = ("gbt", "mlp")
 
 SPEC = NotebookSpec(
     params={
-        "DSPRITES_NPZ": Param(str, existing_path=True),
+        "DSPRITES_NPZ": Param(str, existing_path=True, check=check_dsprites_npz),
+        "SHAPES3D_H5": Param(str, existing_path=True, check=check_shapes3d_h5),
         "SOURCE_STEPS": Param(int, minimum=1, optional=True),
         "FINETUNE_STEPS": Param(int, minimum=1, optional=True),
         "BETA": Param(float, minimum=0.0, optional=True),
@@ -103,8 +105,9 @@ class FactorDataset:
 
 
 def make_dataset(name: str, image_size: int, keep: dict[str, int] | None = None,
-                 dsprites_npz: str = "") -> FactorDataset:
-    """The procedural dataset ``name`` at ``image_size`` px (or real dSprites images from ``dsprites_npz``).
+                 dsprites_npz: str = "", shapes3d_h5: str = "") -> FactorDataset:
+    """The procedural dataset ``name`` at ``image_size`` px (or the real images of ``dsprites_npz`` or
+    ``shapes3d_h5``).
 
     Args:
         name: one of :data:`DATASET_NAMES`.
@@ -112,7 +115,10 @@ def make_dataset(name: str, image_size: int, keep: dict[str, int] | None = None,
         keep: dSprites factor name → number of evenly spaced values to keep (see
             :func:`helpers.data.factors.coarsen`); applies to the dSprites family only.
         dsprites_npz: path of the real dSprites archive, used for ``"dsprites"`` when given.
+        shapes3d_h5: path of the real 3dshapes file, used for ``"shapes3d"`` when given.
 
+    A file is read and recorded (identity and recipe) by its own dataset only, so passing it to every dataset
+    leaves the others' cache keys alone. Paths are as given (:func:`helpers.paths.local_file` resolves them).
     Grey images are repeated over 3 channels so one encoder reads every dataset.
     """
     renderers = {
@@ -125,8 +131,12 @@ def make_dataset(name: str, image_size: int, keep: dict[str, int] | None = None,
     if name not in renderers:
         raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASET_NAMES)}")
     full_grid, render_full = renderers[name]
-    if name == "dsprites" and dsprites_npz:
-        render_full = _real_dsprites_renderer(dsprites_npz, image_size)
+    dsprites_npz = dsprites_npz if name == "dsprites" else ""
+    shapes3d_h5 = shapes3d_h5 if name == "shapes3d" else ""
+    real_file = dsprites_npz or shapes3d_h5
+    if real_file:
+        real_renderer = _real_dsprites_renderer if dsprites_npz else _real_shapes3d_renderer
+        render_full = real_renderer(local_file(real_file), image_size)
     family = "shapes3d" if name == "shapes3d" else "dsprites"
     grid, strides = coarsen(full_grid, (keep or {}) if family == "dsprites" else {})
 
@@ -134,25 +144,33 @@ def make_dataset(name: str, image_size: int, keep: dict[str, int] | None = None,
         return render_full(grid.validate(factors) * strides, rng)
 
     identity = {"name": name, "image_size": image_size, "sizes": grid.sizes, "strides": strides.tolist(),
-                "real_data": _file_identity(dsprites_npz) if name == "dsprites" and dsprites_npz else None}
+                "real_data": _file_identity(local_file(real_file)) if real_file else None}
     return FactorDataset(name=name, grid=grid, render=render, image_size=image_size, family=family,
                          identity=identity,
-                         recipe={"name": name, "image_size": image_size, "keep": keep, "dsprites_npz": dsprites_npz})
+                         recipe={"name": name, "image_size": image_size, "keep": keep, "dsprites_npz": dsprites_npz,
+                                 "shapes3d_h5": shapes3d_h5})
 
 
-def _file_identity(path: str) -> dict:
+def _file_identity(path: Path) -> dict:
     """A data file's path, size and modification time (hashing gigabytes for a cache key would be slow)."""
-    stat = Path(path).stat()
-    return {"path": str(Path(path).resolve()), "bytes": stat.st_size, "mtime": int(stat.st_mtime)}
+    stat = path.stat()
+    return {"path": str(path.resolve()), "bytes": stat.st_size, "mtime": int(stat.st_mtime)}
 
 
-def _real_dsprites_renderer(path: str, image_size: int):
-    """Look-up of the real dSprites images by factor row (the archive holds the whole grid)."""
+def _check_real_grid(path: Path, image_size: int, check: Callable[[Path], int], grid: FactorGrid, what: str) -> None:
+    """Raise unless ``image_size`` is the real files' 64 px and the file ``path``, checked by ``check`` (which returns
+    its number of images), holds the whole ``grid``."""
     if image_size != 64:
-        raise ValueError(f"the real dSprites images are 64 px; set the image size to 64, not {image_size}")
+        raise ValueError(f"the real {what} images are 64 px, this run renders {image_size} px: use SCALE=full (64 px)")
+    rows = check(path)
+    if rows != grid.num_combinations:
+        raise ValueError(f"{path}: expected the full grid of {grid.num_combinations} images, found {rows}")
+
+
+def _real_dsprites_renderer(path: Path, image_size: int):
+    """Look-up of the real dSprites images by factor row (the archive holds the whole grid), all in memory."""
+    _check_real_grid(path, image_size, check_dsprites_npz, dsprites.GRID, "dSprites")
     images, factors = load_dsprites_npz(path, as_float=False)
-    if len(images) != dsprites.GRID.num_combinations:
-        raise ValueError(f"{path}: expected the full grid of {dsprites.GRID.num_combinations} images")
     order = np.ravel_multi_index(factors.T, dsprites.FACTOR_SIZES)
     if not np.array_equal(order, np.arange(len(order))):  # the official file is already in grid order
         by_index = np.empty_like(images)
@@ -162,6 +180,22 @@ def _real_dsprites_renderer(path: str, image_size: int):
     def render(f: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         rows = np.ravel_multi_index(f.T, dsprites.FACTOR_SIZES)
         return dsprites.to_rgb(images[rows].astype(np.float32))
+
+    return render
+
+
+def _real_shapes3d_renderer(path: Path, image_size: int):
+    """Look-up of the real 3dshapes images by factor row, read from the file on demand (the official file holds
+    the whole grid in grid order; a row whose labels are not the factors asked for is an error)."""
+    _check_real_grid(path, image_size, check_shapes3d_h5, shapes3d.GRID, "3dshapes")
+
+    def render(f: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        images, found = load_shapes3d_h5(path, np.ravel_multi_index(f.T, shapes3d.FACTOR_SIZES))
+        if not np.array_equal(found, f):
+            row = int(np.flatnonzero((found != f).any(axis=1))[0])
+            raise ValueError(f"{path} is not in grid order: the row for factors {f[row].tolist()} holds "
+                             f"{found[row].tolist()}")
+        return images
 
     return render
 

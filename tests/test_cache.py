@@ -82,7 +82,7 @@ def test_code_dependencies_follow_imports():
     omes = importlib.import_module("helpers.metrics.omes")
 
     names = {path.name for path in cache.dependency_files([training])}
-    assert names == {"training.py", "cache.py", "runtime.py", "paths.py"}
+    assert names == {"training.py", "cache.py", "runtime.py", "paths.py", "progress.py"}
     names = {path.name for path in cache.dependency_files([origin])}
     assert {"origin.py", "training.py", "checks.py", "runtime.py"} <= names
     assert {path.name for path in cache.dependency_files([omes])} >= {"omes.py", "factors.py", "_common.py"}

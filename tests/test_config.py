@@ -1,7 +1,9 @@
 import importlib
+import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from papermill.cli import _resolve_type
 
@@ -16,6 +18,7 @@ from helpers.config import (
     resolve_parameters,
     run_name_from_cli,
 )
+from helpers.paths import local_file
 
 SPEC = NotebookSpec(
     params={
@@ -139,6 +142,75 @@ def test_existing_path_accepted(tmp_path):
     target = tmp_path / "file.npz"
     target.write_bytes(b"x")
     assert resolve("demo", SPEC, **{**GOOD, "DATA_PATH": str(target)}).data_path == str(target)
+
+
+def test_local_files_resolve_from_the_repository_root(tmp_path, monkeypatch):
+    root = tmp_path.resolve()
+    monkeypatch.setenv("WORKBENCH_ROOT", str(root))
+    (root / "data").mkdir()
+    (root / "data" / "file.npz").write_bytes(b"x")
+    monkeypatch.chdir(root / "data")  # notebooks run in notebooks/, not at the root
+    cfg = resolve("demo", SPEC, **{**GOOD, "DATA_PATH": "data/file.npz"})
+    assert cfg.data_path == "data/file.npz" and dict(cfg.overrides) == {"DATA_PATH": "data/file.npz"}
+    assert local_file("data/file.npz") == root / "data" / "file.npz"
+    assert local_file(str(root / "elsewhere")) == root / "elsewhere"
+    monkeypatch.setenv("HOME", str(root / "home"))
+    assert local_file("~/file.npz") == root / "home" / "file.npz"
+    message = f"DATA_PATH='file.npz': no such file or directory ({root / 'file.npz'})"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        resolve("demo", SPEC, **{**GOOD, "DATA_PATH": "file.npz"})
+
+
+def test_a_failed_file_check_is_one_line_naming_the_parameter(tmp_path):
+    target = tmp_path / "file.npz"
+    target.write_bytes(b"x")
+    seen = []
+
+    def check(path):
+        seen.append(path)
+        if len(seen) == 2:
+            raise ValueError(f"{path}: not what I want\n  (details)")
+        if len(seen) == 3:
+            raise PermissionError(13, "Permission denied")
+
+    spec = NotebookSpec(params={"DATA_PATH": Param(str, existing_path=True, check=check)})
+    common = {"SCALE": "small", "SEED": 0, "DEVICE": "cpu", "DATA_PATH": str(target)}
+    assert resolve("demo", spec, **common).data_path == str(target) and seen == [target]
+    message = f"DATA_PATH={str(target)!r}: {target}: not what I want (details)"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        resolve("demo", spec, **common)
+    with pytest.raises(ValueError, match=r"^DATA_PATH='.*': \[Errno 13\] Permission denied$"):
+        resolve("demo", spec, **common)
+    assert resolve("demo", spec, **{**common, "DATA_PATH": ""}).data_path == "" and len(seen) == 3  # "" not checked
+
+
+@pytest.mark.parametrize(
+    ("notebook", "name", "reason"),
+    [
+        ("01_ssl_alignment_ica", "BACKBONE_PATH", "not a PyTorch checkpoint"),
+        ("02_origin_linear_transform", "VAE_PATH", "is a file; expected a diffusers save_pretrained folder"),
+        ("03_omes_transfer", "DSPRITES_NPZ", "not a readable .npz archive"),
+        ("03_omes_transfer", "SHAPES3D_H5", "not a readable HDF5 file"),
+        ("04_diffca_training_swaps", "PATCH_ENCODER_PATH", "not a PyTorch checkpoint"),
+    ],
+)
+def test_a_junk_local_file_stops_the_run_naming_its_parameter(tmp_path, monkeypatch, notebook, name, reason):
+    monkeypatch.setenv("WORKBENCH_ROOT", str(tmp_path))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "junk").write_text("not what the parameter wants\n")
+    with pytest.raises(ValueError) as error:
+        resolve(notebook, SCALE="full", SEED=0, DEVICE="cpu", **{name: "data/junk"})
+    message = str(error.value)
+    assert message.startswith(f"{name}='data/junk': ") and reason in message and "\n" not in message
+
+
+def test_a_good_local_file_passes_its_check(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_ROOT", str(tmp_path))
+    (tmp_path / "data").mkdir()
+    np.savez_compressed(tmp_path / "data" / "dsprites.npz", imgs=np.zeros((2, 64, 64), np.uint8),
+                        latents_classes=np.zeros((2, 6), np.int64))
+    cfg = resolve("03_omes_transfer", SCALE="full", SEED=0, DEVICE="cpu", DSPRITES_NPZ="data/dsprites.npz")
+    assert cfg.dsprites_npz == "data/dsprites.npz" and cfg.overrides == {"DSPRITES_NPZ": "data/dsprites.npz"}
 
 
 def test_missing_value_names_what_exists():

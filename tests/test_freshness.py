@@ -64,7 +64,8 @@ def test_parameter_defaults_are_the_parameters_cell_literals(monkeypatch):
     monkeypatch.delenv("WORKBENCH_ROOT")  # the real notebook
     defaults = notebook_parameter_defaults("03_omes_transfer")
     assert defaults["SCALE"] == "small" and defaults["SEED"] == 0 and defaults["SOURCE_STEPS"] is None
-    assert set(defaults) == {"SCALE", "SEED", "DEVICE", "DSPRITES_NPZ", "SOURCE_STEPS", "FINETUNE_STEPS", "BETA"}
+    assert set(defaults) == {"SCALE", "SEED", "DEVICE", "DSPRITES_NPZ", "SHAPES3D_H5", "SOURCE_STEPS", "FINETUNE_STEPS",
+                             "BETA"}
 
 
 def test_stale_reasons_resolve_as_the_notebook_did(demo_root):

@@ -94,6 +94,34 @@ def test_missing_vae_folder(tmp_path):
         img2img.load_pretrained_vae(tmp_path / "absent")
 
 
+def test_vae_folder_check_reads_the_config_only(vae, tmp_path):
+    folder = tmp_path / "vae"
+    vae.save_pretrained(folder)
+    img2img.check_vae_folder(folder)
+    (tmp_path / "file").write_text("{}")
+    with pytest.raises(ValueError, match="is a file; expected a diffusers save_pretrained folder"):
+        img2img.check_vae_folder(tmp_path / "file")
+    weights = folder / img2img.VAE_WEIGHTS[0]
+    weights.write_bytes(b"junk")  # not looked into by the check; loading says what diffusers found
+    img2img.check_vae_folder(folder)
+    with pytest.raises(ValueError, match="diffusers cannot load the AutoencoderKL") as error:
+        img2img.load_pretrained_vae(folder)
+    assert "\n" not in str(error.value)
+    weights.unlink()
+    with pytest.raises(ValueError, match="has no weights file"):
+        img2img.check_vae_folder(folder)
+    config = folder / "config.json"
+    config.write_text('{"_class_name": "UNet2DModel"}')
+    with pytest.raises(ValueError, match="describes 'UNet2DModel', not an AutoencoderKL"):
+        img2img.check_vae_folder(folder)
+    config.write_text("{not json")
+    with pytest.raises(ValueError, match="config.json is not a JSON file"):
+        img2img.load_pretrained_vae(folder)
+    config.unlink()
+    with pytest.raises(ValueError, match="has no config.json"):
+        img2img.check_vae_folder(folder)
+
+
 def test_style_transform(images):
     styled = torch.stack([img2img.style_transform(images, [k] * 4) for k in range(len(img2img.STYLE_NAMES))])
     assert torch.equal(styled[0], images)

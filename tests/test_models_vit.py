@@ -71,6 +71,30 @@ def test_bad_checkpoints(tmp_path):
         vit.load_vit(tmp_path / "broken.pth")
 
 
+def test_checkpoint_state_checks_without_building(tmp_path):
+    torch.save({"model": {f"module.{k}": v for k, v in _tiny_state().items()}}, tmp_path / "dino.pth")
+    state = vit.checkpoint_state(tmp_path / "dino.pth")
+    assert state.keys() == {k for k in _tiny_state() if not k.startswith("head")}
+    good = (tmp_path / "dino.pth").read_bytes()
+    (tmp_path / "truncated.pth").write_bytes(good[: len(good) // 2])
+    (tmp_path / "notes.pth").write_text("not a checkpoint\n")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    for name, reason in [("truncated.pth", "PytorchStreamReader failed"), ("notes.pth", ""),
+                         ("empty.pth", "EOFError")]:
+        with pytest.raises(ValueError, match=f"{name}: not a PyTorch checkpoint \\(.*{reason}") as error:
+            vit.checkpoint_state(tmp_path / name)
+        assert "\n" not in str(error.value)
+        with pytest.raises(ValueError, match="not a PyTorch checkpoint"):
+            vit.load_vit(tmp_path / name)
+    state = _tiny_state()
+    state["pos_embed"] = state["pos_embed"][:, :-1]  # 1 + 15 positions: not a square grid
+    torch.save(state, tmp_path / "ragged.pth")
+    with pytest.raises(ValueError, match="not a square grid plus CLS"):
+        vit.checkpoint_state(tmp_path / "ragged.pth")
+    with pytest.raises(FileNotFoundError):
+        vit.checkpoint_state(tmp_path / "absent.pth")
+
+
 def _tiny_dinov2_state(registers: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
     """A random ViT in DINOv2's layout: patch 8, a 4 × 4 position grid, layer scales, registers, a mask token."""
     torch.manual_seed(seed)

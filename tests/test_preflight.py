@@ -8,7 +8,8 @@ import torch
 from helpers.paths import project_root
 from helpers.preflight import CPU_FULL_MESSAGE, plan_runs
 
-NB02, NB03 = "notebooks/02_origin_linear_transform.ipynb", "notebooks/03_omes_transfer.ipynb"
+NB01, NB02 = "notebooks/01_ssl_alignment_ica.ipynb", "notebooks/02_origin_linear_transform.ipynb"
+NB03, NB04 = "notebooks/03_omes_transfer.ipynb", "notebooks/04_diffca_training_swaps.ipynb"
 
 
 def test_plan_lists_every_notebook_and_seed_with_its_run_name():
@@ -29,6 +30,12 @@ BAD = [
     ([NB03], "small", "0", "cpu", ["BETA=nan"], "BETA must be a finite number"),
     ([NB03], "small", "0", "cpu", ["BETA=-1"], "BETA must be >= 0.0"),
     ([NB03], "small", "0", "cpu", ["DSPRITES_NPZ=/no/such/file.npz"], "DSPRITES_NPZ='/no/such/file.npz': no such"),
+    # files that exist but are not what the parameter wants (a relative path is taken from the repository root)
+    ([NB03], "small", "0", "cpu", ["DSPRITES_NPZ=README.md"], "DSPRITES_NPZ='README.md': "),
+    ([NB03], "small", "0", "cpu", ["SHAPES3D_H5=README.md"], "not a readable HDF5 file"),
+    ([NB02], "small", "0", "cpu", ["VAE_PATH=README.md"], "expected a diffusers save_pretrained folder"),
+    ([NB01], "small", "0", "cpu", ["BACKBONE_PATH=README.md"], "not a PyTorch checkpoint"),
+    ([NB04], "small", "0", "cpu", ["PATCH_ENCODER_PATH=notebooks"], "PATCH_ENCODER_PATH='notebooks': no ViT"),
     ([NB03], "small", "0", "cpu", ["SOURCE_STEPS"], "PARAMS entries must look like NAME=VALUE"),
     ([NB03], "small", "0", "cpu", ["SEED=3"], "SEED is set by the Makefile's own variable"),
     ([NB03], "medium", "0", "cpu", [], "SCALE='medium' is not valid"),

@@ -1,10 +1,11 @@
+import h5py
 import numpy as np
 import pytest
 import torch
 
 from helpers import metrics
 from helpers import transfer_study as transfer
-from helpers.data import dsprites
+from helpers.data import dsprites, shapes3d
 from helpers.data.factors import FactorGrid
 from helpers.runtime import torch_generator
 
@@ -78,6 +79,52 @@ def test_real_dsprites_archive_is_looked_up_by_factor_row(tmp_path, monkeypatch)
     _write_small_dsprites_archive(partial, sizes, np.random.default_rng(0), drop_last=True)
     with pytest.raises(ValueError, match="expected the full grid of 48 images"):
         transfer.make_dataset("dsprites", 64, dsprites_npz=str(partial))
+
+
+def _write_small_shapes3d_file(path, sizes, order):
+    """A file in the official 3dshapes format over a small grid, its rows the grid indices ``order``; each image
+    encodes its grid index in its first pixel, so a look-up can be checked exactly."""
+    classes = np.stack(np.unravel_index(order, sizes), axis=1)
+    images = np.zeros((len(order), 64, 64, 3), np.uint8)
+    images[:, 0, 0, 0] = order
+    with h5py.File(path, "w") as handle:
+        handle["images"] = images
+        handle["labels"] = np.stack([values[classes[:, k]] for k, values in enumerate(shapes3d.FACTOR_VALUES)], axis=1)
+    return images
+
+
+def test_real_shapes3d_file_is_read_by_factor_row(tmp_path, monkeypatch):
+    # The real file holds the whole 480,000-image grid in grid order; a small grid in the same format exercises the
+    # same path.
+    sizes = (2, 2, 2, 3, 2, 2)
+    monkeypatch.setattr(shapes3d, "FACTOR_SIZES", sizes)
+    monkeypatch.setattr(shapes3d, "GRID", FactorGrid(shapes3d.FACTOR_NAMES, sizes))
+    monkeypatch.setenv("WORKBENCH_ROOT", str(tmp_path))
+    (tmp_path / "data").mkdir()
+    n = int(np.prod(sizes))
+    path = tmp_path / "data" / "3dshapes.h5"
+    images = _write_small_shapes3d_file(path, sizes, np.arange(n))
+    dataset = transfer.make_dataset("shapes3d", 64, shapes3d_h5="data/3dshapes.h5")  # from the repository root
+    assert dataset.recipe["shapes3d_h5"] == "data/3dshapes.h5"
+    assert dataset.identity["real_data"]["path"] == str(path.resolve())
+    assert transfer.make_dataset(**dataset.recipe).identity == dataset.identity
+    factors = dataset.grid.sample(20, np.random.default_rng(1))
+    rendered = dataset.render(factors, None)
+    expected = images[np.ravel_multi_index(factors.T, sizes)].transpose(0, 3, 1, 2) / np.float32(255)
+    np.testing.assert_array_equal(rendered, expected)
+    assert rendered.shape == (20, 3, 64, 64) and rendered.dtype == np.float32
+    other = transfer.make_dataset("color_dsprites", 64, shapes3d_h5=str(path))  # not its file: not read, not recorded
+    assert other.recipe["shapes3d_h5"] == "" and other.identity["real_data"] is None
+    shuffled = tmp_path / "shuffled.h5"
+    _write_small_shapes3d_file(shuffled, sizes, np.random.default_rng(0).permutation(n))
+    with pytest.raises(ValueError, match="shuffled.h5 is not in grid order: the row for factors"):
+        transfer.make_dataset("shapes3d", 64, shapes3d_h5=str(shuffled)).render(factors, None)
+    partial = tmp_path / "partial.h5"
+    _write_small_shapes3d_file(partial, sizes, np.arange(n - 1))
+    with pytest.raises(ValueError, match=f"expected the full grid of {n} images, found {n - 1}"):
+        transfer.make_dataset("shapes3d", 64, shapes3d_h5=str(partial))
+    with pytest.raises(ValueError, match="the real 3dshapes images are 64 px"):
+        transfer.make_dataset("shapes3d", 32, shapes3d_h5=str(path))
 
 
 def test_known_answers_have_the_structure_they_claim():

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ from diffusers.models.unets.unet_2d import UNet2DOutput
 from torch import nn
 
 from helpers.cache import Checkpoint
+from helpers.checks import one_line
 from helpers.runtime import seeded, torch_generator
 from helpers.training import fit
 
@@ -112,12 +114,52 @@ def downsampling(vae: AutoencoderKL) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
-def load_pretrained_vae(path: str | Path) -> AutoencoderKL:
-    """``AutoencoderKL.from_pretrained(path)`` from a local folder only (never the network)."""
+# The weights files ``save_pretrained`` writes (safetensors by default) and ``from_pretrained`` reads.
+VAE_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+
+
+def check_vae_folder(path: str | Path) -> None:
+    """Raise unless ``path`` is a diffusers ``save_pretrained`` folder of an AutoencoderKL: a ``config.json`` that
+    names that class and one of :data:`VAE_WEIGHTS` (only the config is read).
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        ValueError: not a folder, no or an unreadable config.json, another class, no weights file.
+    """
     folder = Path(path)
-    if not (folder / "config.json").is_file():
+    if not folder.exists():
         raise FileNotFoundError(f"no AutoencoderKL at {folder}: expected a save_pretrained folder with config.json")
-    return AutoencoderKL.from_pretrained(folder, local_files_only=True)
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is a file; expected a diffusers save_pretrained folder (config.json and "
+                         f"{VAE_WEIGHTS[0]})")
+    config = folder / "config.json"
+    if not config.is_file():
+        raise ValueError(f"{folder} has no config.json; expected a diffusers save_pretrained folder")
+    try:
+        settings = json.loads(config.read_text())
+    except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{config} is not a JSON file ({one_line(error)})") from error
+    described = settings.get("_class_name") if isinstance(settings, dict) else None
+    if described != "AutoencoderKL":
+        raise ValueError(f"{config} describes {described!r}, not an AutoencoderKL")
+    if not any((folder / name).is_file() for name in VAE_WEIGHTS):
+        raise ValueError(f"{folder} has no weights file ({' or '.join(VAE_WEIGHTS)})")
+
+
+def load_pretrained_vae(path: str | Path) -> AutoencoderKL:
+    """``AutoencoderKL.from_pretrained(path)`` from a local folder only (never the network), checked first by
+    :func:`check_vae_folder`.
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        ValueError: the folder fails the check, or diffusers cannot load it (its error on one line).
+    """
+    folder = Path(path)
+    check_vae_folder(folder)
+    try:
+        return AutoencoderKL.from_pretrained(folder, local_files_only=True)
+    except (OSError, RuntimeError, ValueError) as error:
+        raise ValueError(f"{folder}: diffusers cannot load the AutoencoderKL ({one_line(error)})") from error
 
 
 def encode(vae: AutoencoderKL, x: torch.Tensor, generator: torch.Generator | None = None,

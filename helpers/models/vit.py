@@ -19,12 +19,16 @@ Nothing is downloaded: the user points a parameter at a file they have.
 from __future__ import annotations
 
 import math
+import pickle
+import zipfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+
+from helpers.checks import one_line
+from helpers.progress import progress_bar
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -219,21 +223,24 @@ def _encoder_state(checkpoint) -> dict[str, torch.Tensor]:
     return cleaned
 
 
-def load_vit(path: str | Path, num_heads: int | None = None) -> VisionTransformer:
-    """Rebuild a ViT encoder from a local DINO / MoCo v3 / DINOv2 / DINOv3 checkpoint (eval mode, frozen, on the
-    CPU).
-
-    The width, depth, patch size, grid and MLP width are read from the tensors' shapes; the number of heads
-    cannot be, and defaults to ``dim // 64`` (true of ViT-S, ViT-B and ViT-L of all four families).
+def checkpoint_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The encoder tensors of the ViT checkpoint at ``path``, unnested and unprefixed, checked to be a layout that
+    :func:`load_vit` rebuilds; no model is built (the check of a notebook's checkpoint parameter).
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: the file is not a ViT state dict in the timm layout, or its tensors do not fit.
+        ValueError: the file is not a PyTorch checkpoint of tensors, or not a supported ViT in the timm layout.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no ViT checkpoint at {path}")
-    state = _encoder_state(torch.load(path, map_location="cpu", weights_only=True))
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as error:
+        # torch's weights-only refusal is a paragraph of advice; the unpickler's own error says what it met
+        reason = error.__context__ if isinstance(error, pickle.UnpicklingError) and error.__context__ else error
+        raise ValueError(f"{path}: not a PyTorch checkpoint ({one_line(reason)})") from error
+    state = _encoder_state(checkpoint)
     if "blocks.0.mlp.w12.weight" in state or "blocks.0.mlp.w1.weight" in state:
         raise ValueError(f"{path} has a SwiGLU MLP (DINOv2 ViT-g, DINOv3 ViT-S+/L+/H+/7B), which is not supported; "
                          "use ViT-S/B/L")
@@ -245,12 +252,27 @@ def load_vit(path: str | Path, num_heads: int | None = None) -> VisionTransforme
     missing = [name for name in required if name not in state]
     if missing:
         raise ValueError(f"{path} is not a ViT checkpoint in the timm layout: missing {', '.join(missing)}")
+    if not rope and math.isqrt(state["pos_embed"].shape[1] - 1) ** 2 + 1 != state["pos_embed"].shape[1]:
+        raise ValueError(f"pos_embed of shape {tuple(state['pos_embed'].shape)} is not a square grid plus CLS")
+    return state
+
+
+def load_vit(path: str | Path, num_heads: int | None = None) -> VisionTransformer:
+    """Rebuild a ViT encoder from a local DINO / MoCo v3 / DINOv2 / DINOv3 checkpoint (eval mode, frozen, on the
+    CPU).
+
+    The width, depth, patch size, grid and MLP width are read from the tensors' shapes; the number of heads
+    cannot be, and defaults to ``dim // 64`` (true of ViT-S, ViT-B and ViT-L of all four families).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not a PyTorch checkpoint, not a ViT state dict in the timm layout
+            (:func:`checkpoint_state`), or its tensors do not fit.
+    """
+    state = checkpoint_state(path)
+    rope = "rope_embed.periods" in state
     dim, patch = state["patch_embed.proj.weight"].shape[0], state["patch_embed.proj.weight"].shape[-1]
-    grid = 0
-    if not rope:
-        grid = math.isqrt(state["pos_embed"].shape[1] - 1)
-        if grid * grid + 1 != state["pos_embed"].shape[1]:
-            raise ValueError(f"pos_embed of shape {tuple(state['pos_embed'].shape)} is not a square grid plus CLS")
+    grid = 0 if rope else math.isqrt(state["pos_embed"].shape[1] - 1)
     depth = 1 + max(int(name.split(".")[1]) for name in state if name.startswith("blocks."))
     registers = state["register_tokens"].shape[1] if "register_tokens" in state else 0
     model = VisionTransformer(dim, depth, num_heads or dim // 64 or 1, patch, grid,
@@ -294,7 +316,7 @@ def vit_features(model: VisionTransformer, images: torch.Tensor, *, size: int = 
     size = patch_multiple(model, size)
     device = next(model.parameters()).device
     chunks = []
-    for chunk in tqdm(images.split(batch_size), desc="ViT features", disable=not progress):
+    for chunk in progress_bar(images.split(batch_size), desc="ViT features", disable=not progress):
         chunks.append(model(preprocess(chunk.to(device), size)).cpu())
     return torch.cat(chunks) if chunks else torch.empty(0, model.dim)
 
