@@ -598,14 +598,12 @@ def evaluate_on_target(model: VAE, source: FactorDataset, target: FactorDataset,
     """
     represent = vae_representation(model, target, rng)
     result = evaluate(target.grid, represent, rng, settings, peers)
-    shared = target.shared_factors(source)
     pairs = result["pairs"]
     active = int(result["omes"].active.sum())
     row = {"omes": result["omes"].score, "modularity": result["omes"].modularity,
            "compactness": result["omes"].compactness, "active_dims": active,
            "omes_floor": metrics.omes_noise_floor(target.grid.num_factors, active) if active else float("nan"),
-           "omes_shared": metrics.omes([pairs[k] for k in shared]).score if shared else float("nan"),
-           **result["peers"]}
+           "omes_shared": shared_omes(pairs, target.shared_factors(source)), **result["peers"]}
     factors = target.grid.sample(settings.classifier_points, rng)
     codes = represent(factors)
     dims = metrics.association_map(result["omes"])
@@ -627,9 +625,14 @@ def target_omes(model: VAE, source: FactorDataset, target: FactorDataset, rng: n
         ``{"omes": OMESResult, "omes_shared": float (NaN when no factor is shared), "pairs": the pairs}``.
     """
     pairs = metrics.sample_omes_pairs(target.grid, vae_representation(model, target, rng), settings.omes_pairs, rng)
-    shared = target.shared_factors(source)
     return {"omes": metrics.omes(pairs), "pairs": pairs,
-            "omes_shared": metrics.omes([pairs[k] for k in shared]).score if shared else float("nan")}
+            "omes_shared": shared_omes(pairs, target.shared_factors(source))}
+
+
+def shared_omes(pairs: list, shared: list[int]) -> float:
+    """OMES over the factors ``shared`` with the source only (their pairs of ``pairs``, one list per factor); NaN
+    when no factor is shared."""
+    return metrics.omes([pairs[k] for k in shared]).score if shared else float("nan")
 
 
 BOOTSTRAP_DRAWS = 200
