@@ -24,7 +24,13 @@ from helpers.cache import Checkpoint, cached_step
 from helpers.config import NotebookSpec, Param
 from helpers.data import dsprites, realistic, shapes3d
 from helpers.data.factors import FactorGrid, coarsen
-from helpers.data.loaders import check_dsprites_npz, check_shapes3d_h5, load_dsprites_npz, load_shapes3d_h5
+from helpers.data.loaders import (
+    check_dsprites_npz,
+    check_shapes3d_h5,
+    load_dsprites_npz,
+    load_shapes3d_factors,
+    load_shapes3d_h5,
+)
 from helpers.metrics._common import Represent, sklearn_seed
 from helpers.models.vae import VAE, VAEConfig, beta_vae_loss, group_vae_loss
 from helpers.parallel import fit_all
@@ -185,17 +191,20 @@ def _real_dsprites_renderer(path: Path, image_size: int):
 
 
 def _real_shapes3d_renderer(path: Path, image_size: int):
-    """Look-up of the real 3dshapes images by factor row, read from the file on demand (the official file holds
-    the whole grid in grid order; a row whose labels are not the factors asked for is an error)."""
+    """Look-up of the real 3dshapes images by factor row, read from the file on demand. The official file holds
+    the whole grid in grid order; every row's labels are checked against that order here, before any image is
+    read (a file in another order is an error)."""
     _check_real_grid(path, image_size, check_shapes3d_h5, shapes3d.GRID, "3dshapes")
+    factors = load_shapes3d_factors(path)
+    misplaced = np.flatnonzero(np.ravel_multi_index(factors.T, shapes3d.FACTOR_SIZES) != np.arange(len(factors)))
+    if misplaced.size:
+        row = int(misplaced[0])
+        expected = np.unravel_index(row, shapes3d.FACTOR_SIZES)
+        raise ValueError(f"{path} is not in grid order: the row for factors {[int(k) for k in expected]} holds "
+                         f"{factors[row].tolist()}")
 
     def render(f: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        images, found = load_shapes3d_h5(path, np.ravel_multi_index(f.T, shapes3d.FACTOR_SIZES))
-        if not np.array_equal(found, f):
-            row = int(np.flatnonzero((found != f).any(axis=1))[0])
-            raise ValueError(f"{path} is not in grid order: the row for factors {f[row].tolist()} holds "
-                             f"{found[row].tolist()}")
-        return images
+        return load_shapes3d_h5(path, np.ravel_multi_index(f.T, shapes3d.FACTOR_SIZES))[0]
 
     return render
 

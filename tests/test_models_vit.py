@@ -79,8 +79,12 @@ def test_checkpoint_state_checks_without_building(tmp_path):
     (tmp_path / "truncated.pth").write_bytes(good[: len(good) // 2])
     (tmp_path / "notes.pth").write_text("not a checkpoint\n")
     (tmp_path / "empty.pth").write_bytes(b"")
+    # bytes that torch's legacy unpickler reads as opcodes fail with KeyError, IndexError or struct.error
+    (tmp_path / "hello.pth").write_text("hello\n")
+    (tmp_path / "ab.pth").write_bytes(b"ab")
+    (tmp_path / "legacy.pth").write_bytes(b"\x80\x02}q\x00X")
     for name, reason in [("truncated.pth", "PytorchStreamReader failed"), ("notes.pth", ""),
-                         ("empty.pth", "EOFError")]:
+                         ("empty.pth", "EOFError"), ("hello.pth", ""), ("ab.pth", ""), ("legacy.pth", "")]:
         with pytest.raises(ValueError, match=f"{name}: not a PyTorch checkpoint \\(.*{reason}") as error:
             vit.checkpoint_state(tmp_path / name)
         assert "\n" not in str(error.value)

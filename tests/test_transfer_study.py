@@ -118,7 +118,7 @@ def test_real_shapes3d_file_is_read_by_factor_row(tmp_path, monkeypatch):
     shuffled = tmp_path / "shuffled.h5"
     _write_small_shapes3d_file(shuffled, sizes, np.random.default_rng(0).permutation(n))
     with pytest.raises(ValueError, match="shuffled.h5 is not in grid order: the row for factors"):
-        transfer.make_dataset("shapes3d", 64, shapes3d_h5=str(shuffled)).render(factors, None)
+        transfer.make_dataset("shapes3d", 64, shapes3d_h5=str(shuffled))  # before any image is read
     partial = tmp_path / "partial.h5"
     _write_small_shapes3d_file(partial, sizes, np.arange(n - 1))
     with pytest.raises(ValueError, match=f"expected the full grid of {n} images, found {n - 1}"):

@@ -162,9 +162,24 @@ def load_shapes3d_h5(path: PathLike, indices: np.ndarray | None = None) -> tuple
             # h5py reads fancy selections only in increasing order without repeats.
             unique, inverse = np.unique(rows, return_inverse=True)
             pixels, values = images[unique][inverse], labels[unique][inverse]
+    return (pixels.transpose(0, 3, 1, 2) / np.float32(255)).astype(np.float32), _shapes3d_classes(values, path)
+
+
+def load_shapes3d_factors(path: PathLike) -> np.ndarray:
+    """The factor classes of every row of ``3dshapes.h5``, read without the images: (n, 6) int64 in
+    ``shapes3d.FACTOR_NAMES`` order (about 23 MB of labels for the official file)."""
+    import h5py
+
+    check_shapes3d_h5(path)
+    with h5py.File(path, "r") as handle:
+        values = handle["labels"][()]
+    return _shapes3d_classes(values, path)
+
+
+def _shapes3d_classes(values: np.ndarray, path: str) -> np.ndarray:
+    """(m, 6) label values → (m, 6) int64 classes on the grid of ``shapes3d.FACTOR_VALUES``."""
     columns = zip(shapes3d.FACTOR_VALUES, shapes3d.FACTOR_NAMES, values.T, strict=True)
-    factors = np.stack([_classes(grid, name, column, path) for grid, name, column in columns], axis=1)
-    return (pixels.transpose(0, 3, 1, 2) / np.float32(255)).astype(np.float32), factors
+    return np.stack([_classes(grid, name, column, path) for grid, name, column in columns], axis=1)
 
 
 def _npy_header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype]:
