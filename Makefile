@@ -91,7 +91,9 @@ gpu-smoke: setup
 	  env -u MPLBACKEND WORKBENCH_OUTPUT=$(SMOKE_OUTPUT) $(PY) -m papermill "$$nb" \
 	    "$(SMOKE_OUTPUT)/executed/.$$run.running.ipynb" \
 	    -k $(KERNEL) --cwd notebooks -p SCALE $(SMOKE_SCALE) -p SEED 0 -p DEVICE $(SMOKE_DEVICE) "$${params[@]}" \
-	    || exit 1; \
+	    || { mv "$(SMOKE_OUTPUT)/executed/.$$run.running.ipynb" "$(SMOKE_OUTPUT)/executed/$$run.failed.ipynb" \
+	           2>/dev/null; echo "$$nb failed: its executed copy is $(SMOKE_OUTPUT)/executed/$$run.failed.ipynb"; \
+	         exit 1; }; \
 	  $(PY) -m helpers.executed "$(SMOKE_OUTPUT)/executed/.$$run.running.ipynb" "$(SMOKE_OUTPUT)/executed/$$run.ipynb" \
 	    || exit 1; \
 	  echo "== $$nb finished in $$(( $$(date +%s) - start )) s"; \

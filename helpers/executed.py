@@ -12,12 +12,13 @@ FINAL``: :func:`tidy_file`), and ``make book`` tidies again what it reads (a no-
 from __future__ import annotations
 
 import copy
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import nbformat
+
+from helpers.paths import write_atomic
 
 # tqdm.auto's warning when ipywidgets is absent, followed by the indented source line that raised it
 NOISE_MARKERS = ("IProgress not found",)
@@ -101,15 +102,18 @@ def prepare_notebook(notebook: Any) -> Any:
 
 def tidy_file(running: Path, final: Path) -> None:
     """Write ``running`` (an executed notebook) tidied (:func:`prepare_notebook`) to ``final`` and remove
-    ``running``. ``final`` is replaced in one step, so an interruption leaves either the old file or the new one."""
+    ``running``. ``final`` is replaced in one step (:func:`helpers.paths.write_atomic`): an interruption or an
+    error leaves the old ``final`` and ``running`` as they were."""
     notebook = prepare_notebook(nbformat.read(running, as_version=4))
-    partial = final.with_name(f".{final.name}.partial")
-    nbformat.write(nbformat.from_dict(notebook), partial)
-    os.replace(partial, final)
+    write_atomic(final, nbformat.writes(nbformat.from_dict(notebook)).encode())
     running.unlink()
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         sys.exit("usage: python -m helpers.executed RUNNING.ipynb FINAL.ipynb")
-    tidy_file(Path(sys.argv[1]), Path(sys.argv[2]))
+    try:
+        tidy_file(Path(sys.argv[1]), Path(sys.argv[2]))
+    except Exception as error:  # one line for make, which stops on the exit status
+        sys.exit(f"could not tidy {sys.argv[1]} into {sys.argv[2]} ({type(error).__name__}: {error}); the executed "
+                 f"notebook is still {sys.argv[1]}")

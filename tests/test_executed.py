@@ -8,8 +8,8 @@ from pathlib import Path
 
 import nbformat
 from tqdm import std
-from tqdm.notebook import tqdm_notebook
 
+from helpers import progress
 from helpers.executed import coalesce_outputs, prepare_notebook, resolve_carriage_returns
 from helpers.progress import HEADLESS_VARIABLE, progress_bar
 
@@ -86,10 +86,33 @@ def test_tidy_file_replaces_the_final_notebook_and_removes_the_running_one(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.ipynb"]  # no partial file left behind
 
 
+def test_a_failed_tidy_keeps_the_previous_notebook_and_the_running_copy(tmp_path):
+    running, final = tmp_path / ".run.running.ipynb", tmp_path / "run.ipynb"
+    running.write_text("{ not a notebook")
+    final.write_text("the previous run")
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-m", "helpers.executed", str(running), str(final)], cwd=repo,
+                          capture_output=True, text=True)
+    assert done.returncode != 0
+    assert done.stderr.count("\n") == 1 and f"the executed notebook is still {running}" in done.stderr
+    assert final.read_text() == "the previous run" and running.read_text() == "{ not a notebook"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.running.ipynb", "run.ipynb"]
+
+
 def test_progress_bar_is_text_when_headless_and_auto_otherwise(monkeypatch):
-    monkeypatch.setenv(HEADLESS_VARIABLE, "1")
-    with progress_bar(range(2), disable=True) as bar:
-        assert type(bar) is std.tqdm
-    monkeypatch.setenv(HEADLESS_VARIABLE, "0")
-    with progress_bar(range(2), disable=True) as bar:  # outside a kernel tqdm.auto picks the text bar too
-        assert isinstance(bar, std.tqdm) and not isinstance(bar, tqdm_notebook)
+    picked = []
+
+    def auto(iterable=None, **kwargs):
+        picked.append("auto")
+        return std.tqdm(iterable, **kwargs)
+
+    monkeypatch.setattr(progress, "auto_tqdm", auto)
+    for value, expected in (("1", []), ("yes", []), ("", ["auto"]), ("0", ["auto"])):
+        monkeypatch.setenv(HEADLESS_VARIABLE, value)
+        picked.clear()
+        with progress_bar(range(2), disable=True) as bar:
+            assert type(bar) is std.tqdm and picked == expected, value
+    monkeypatch.delenv(HEADLESS_VARIABLE)
+    picked.clear()
+    progress_bar(range(2), disable=True).close()
+    assert picked == ["auto"]
