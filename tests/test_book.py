@@ -14,21 +14,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root, where book/ lives
 
+from test_executed import IPROGRESS, stream  # noqa: E402  (the executed-notebook outputs the book reads)
+
 from book.build import BookError, build, main  # noqa: E402
 
 # Sphinx 9 announces API changes of its extensions (MyST, the book theme) that are not this project's to make
 pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
-
-IPROGRESS = (
-    "/venv/lib/python3.11/site-packages/tqdm/auto.py:21: TqdmWarning: IProgress not found. Please update jupyter "
-    "and ipywidgets. See https://ipywidgets.readthedocs.io/en/stable/user_install.html\n"
-    "  from .autonotebook import tqdm as notebook_tqdm\n"
-)
-
-
-def stream(name, text):
-    return nbformat.v4.new_output("stream", name=name, text=text)
-
 
 def tiny_png() -> str:
     buffer = io.BytesIO()
